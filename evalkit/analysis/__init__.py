@@ -1,0 +1,1 @@
+"""Analyses over stored samples: calibration, stderr, pass@k, paired statistics."""

@@ -1,0 +1,225 @@
+"""The ``evalkit`` command line.
+
+Contract relied on by the Makefile, later issues and outside checks: user errors print one
+line ``evalkit: error: ...`` to stderr and exit 2; with ``--json`` the last line on stdout is
+one JSON object. Thread/offline settings are applied before torch can be imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any
+
+from evalkit.env import configure_threads
+
+configure_threads()  # before anything imports torch
+
+from evalkit.errors import EvalkitError  # noqa: E402
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def print_table(rows: list[dict[str, Any]], cols: list[str], out: Any = sys.stdout) -> None:
+    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=out)
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from evalkit.store import RunStore
+
+    return RunStore(args.store)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evalkit.report.summary import write_summary
+    from evalkit.runner import EvalSettings, run_suite
+
+    settings = EvalSettings(
+        model=args.model, suite=args.suite, data_dir=args.data_dir or None, limit=args.limit, dtype=args.dtype,
+        device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    store = _store(args)
+    result = run_suite(settings, store)
+    summary = [m for m in result.metrics if m["task"] == m["entry"]]
+    out = sys.stderr if args.json else sys.stdout
+    print(file=out)
+    print_table(summary, ["task", "metric", "value", "stderr", "n"], out)
+    for name, note in result.notes.items():
+        print(f"{name}: {note}", file=out)
+    html = write_summary(store, result.run_id, args.reports_dir, result.notes)
+    print(f"\nrun {result.run_id} ({'resumed, ' if result.resumed else ''}{result.seconds:.0f} s), "
+          f"suite hash {result.suite_hash}", file=out)
+    print(f"store: {store.path}\nsummary: {html}", file=out)
+    if args.json:
+        metrics: dict[str, dict[str, float]] = {}
+        for m in summary:
+            metrics.setdefault(m["task"], {})[m["metric"]] = m["value"]
+        print(json.dumps({"run_id": result.run_id, "suite_hash": result.suite_hash, "metrics": metrics}))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = _store(args).list_runs(args.n)
+    rows = [
+        {"run_id": r.run_id, "status": r.status, "model": r.model_spec, "suite": r.suite_name, "suite_hash": r.suite_hash,
+         "created": _time(r.created_at), "attempts": r.attempts}
+        for r in runs
+    ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print_table(rows, ["run_id", "status", "model", "suite", "suite_hash", "created", "attempts"])
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    run = store.get_run(args.run)
+    metrics = store.metrics(run.run_id)
+    if args.json:
+        print(json.dumps({"run": run.__dict__, "metrics": metrics}, default=str))
+        return 0
+    print(f"run {run.run_id}  status {run.status}  attempts {run.attempts}")
+    print(f"model {run.model_spec}  ({run.model_hash})")
+    print(f"suite {run.suite_name}  hash {run.suite_hash}")
+    print(f"settings {json.dumps(run.settings)}")
+    if run.timings:
+        print(f"timings {json.dumps(run.timings)}")
+    if run.error:
+        print(f"last error: {run.error}")
+    print()
+    print_table(metrics, ["entry", "task", "metric", "value", "stderr", "n"])
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    store = _store(args)
+    run = store.get_run(args.run)
+    table = store.samples(run.run_id) if args.what == "samples" else store.metrics(run.run_id)
+    df = pd.DataFrame(table)
+    for col in df.columns:  # nested values become JSON text so every format can hold them
+        if df[col].map(lambda v: isinstance(v, (dict, list))).any():
+            df[col] = df[col].map(lambda v: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v)
+    out = args.out or f"{run.run_id}-{args.what}.{args.format}"
+    try:
+        if args.format == "parquet":
+            df.to_parquet(out, index=False)
+        else:
+            df.to_csv(out, index=False)
+    except OSError as exc:
+        raise EvalkitError(f"export: cannot write {out} ({exc})") from exc
+    print(f"wrote {len(df)} rows to {out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    if args.task == "humaneval":
+        try:
+            from evalkit.tasks.humaneval import score_responses as score_humaneval
+        except ImportError as exc:
+            raise EvalkitError("score: humaneval scoring is not available in this build") from exc
+        if not os.path.isfile(args.responses):
+            raise EvalkitError(f"score: missing responses file {args.responses}")
+        try:
+            result = score_humaneval(args.responses)
+        except ValueError as exc:
+            raise EvalkitError(f"score: {exc}") from exc
+        summary = {k: v for k, v in result.items() if k != "samples" and k != "per_task"}
+    else:
+        if not args.data:
+            raise EvalkitError(f"score: --data FILE is required for task {args.task}")
+        from evalkit.scoring import score_responses
+
+        result = score_responses(args.task, args.data, args.responses)
+        summary = {"task": result["task"], "n": result["n"], "metrics": result["metrics"]}
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        for key, value in (summary.get("metrics") or summary).items():
+            print(f"{key}: {_fmt(value) if not isinstance(value, dict) else json.dumps(value, default=str)}")
+    return 0
+
+
+def _time(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from evalkit.store import default_store_path
+
+    p = argparse.ArgumentParser(prog="evalkit", description="Evaluation-first harness for LLM post-training.")
+    p.add_argument("--store", default=default_store_path(), help="run store (SQLite file); env EVALKIT_STORE")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("eval", help="run a suite on a model and store every sample")
+    e.add_argument("--model", default="smollm2-135m", help="model string (see README: MODEL forms)")
+    e.add_argument("--suite", default="core", help="suite name in suites/ or a YAML path")
+    e.add_argument("--data-dir", default=os.environ.get("EVALKIT_DATA_DIR"), help="local mirror of the datasets")
+    e.add_argument("--limit", type=int, default=None, help="samples per task (overrides the suite's limits)")
+    e.add_argument("--dtype", default="auto", help="auto | bfloat16 | float32 | float16")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--reports-dir", default="reports")
+    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("runs", help="list runs in the store")
+    r.add_argument("-n", type=int, default=50)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("show", help="show one run's metrics")
+    s.add_argument("run", help="run id, unique prefix, or 'latest'")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    x = sub.add_parser("export", help="export a run's samples or metrics to parquet/CSV")
+    x.add_argument("run")
+    x.add_argument("--what", choices=["samples", "metrics"], default="samples")
+    x.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    x.add_argument("--out")
+    x.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("score", help="score a file of precomputed responses with the suite's scorer")
+    c.add_argument("--task", required=True, choices=["ifeval", "gsm8k", "humaneval"])
+    c.add_argument("--data", help="data file (IFEval input_data.jsonl / GSM8K test.jsonl)")
+    c.add_argument("--responses", required=True, help="JSONL of responses")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EvalkitError as exc:
+        print(f"evalkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("evalkit: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Loading a :class:`ModelSpec` into transformers objects, once, for every engine.
+
+Two steps, kept apart on purpose:
+  * :func:`resolve_weights` is cheap (no model in memory): it finds the folder the weights live
+    in (converting GGUF once) and a content hash, so a run's identity is known before the
+    model is loaded (resume looks runs up by it).
+  * :func:`load_causal_lm` loads model + tokenizer with the dtype/device policy of
+    :mod:`evalkit.models.hardware`, merging a PEFT adapter for fast evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.models import embedded
+from evalkit.models.hashing import folder_sha256
+from evalkit.models.hardware import resolve_device, resolve_dtype
+from evalkit.models.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where a model's weights are and what they hash to."""
+
+    source: str  # local folder, or hub id for hub/vllm forms, or URL for openai
+    weights_hash: str
+    adapter: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    weights: ResolvedWeights
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any
+    dtype: str
+    device: str
+
+
+def resolve_weights(spec: ModelSpec) -> ResolvedWeights:
+    if spec.kind == "embedded":
+        folder = embedded.converted_folder(embedded.embedded_gguf_path(), name="smollm2-135m-instruct")
+        return ResolvedWeights(folder, "sha256:" + folder_sha256(folder))
+    if spec.kind == "gguf":
+        assert spec.path
+        folder = embedded.converted_folder(spec.path)
+        return ResolvedWeights(folder, "sha256:" + folder_sha256(folder))
+    if spec.kind == "hf_dir":
+        assert spec.path
+        return ResolvedWeights(spec.path, "sha256:" + folder_sha256(spec.path))
+    if spec.kind == "peft":
+        assert spec.path and spec.adapter
+        from evalkit.models.spec import parse_model
+
+        base = resolve_weights(parse_model(spec.path))
+        import hashlib
+
+        combined = hashlib.sha256((base.weights_hash + folder_sha256(spec.adapter)).encode()).hexdigest()
+        return ResolvedWeights(base.source, "sha256:" + combined, adapter=spec.adapter, revision=base.revision)
+    if spec.kind in ("hub", "vllm"):
+        assert spec.path
+        if os.path.isdir(spec.path):
+            return ResolvedWeights(os.path.abspath(spec.path), "sha256:" + folder_sha256(spec.path))
+        return ResolvedWeights(spec.path, f"hub:{spec.path}@{spec.revision or 'main'}", revision=spec.revision)
+    if spec.kind == "openai":
+        return ResolvedWeights(f"{spec.base_url}#{spec.model_name}", f"endpoint:{spec.base_url}#{spec.model_name}")
+    raise EvalkitError(f"model '{spec.raw}': cannot resolve weights for kind {spec.kind}")
+
+
+def load_causal_lm(
+    spec: ModelSpec,
+    *,
+    dtype: str | None = "auto",
+    device: str | None = "auto",
+    merge_adapter: bool = True,
+    weights: ResolvedWeights | None = None,
+) -> LoadedModel:
+    """Load a local or hub transformers model (kinds embedded, gguf, hf_dir, peft, hub)."""
+    if spec.kind in ("openai", "vllm"):
+        raise EvalkitError(f"model '{spec.raw}': {spec.kind} models are served, not loaded in-process by transformers")
+    weights = weights or resolve_weights(spec)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dt)}
+    if weights.revision:
+        kwargs["revision"] = weights.revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(weights.source, **({"revision": weights.revision} if weights.revision else {}))
+        model = AutoModelForCausalLM.from_pretrained(weights.source, **kwargs)
+    except OSError as exc:
+        if spec.kind == "hub" or (spec.kind == "peft" and not os.path.isdir(weights.source)):
+            raise EvalkitError(
+                f"model '{spec.raw}': '{weights.source}' is not in the local Hugging Face cache and the hub "
+                "cannot be reached (offline); download it first or pass a local folder"
+            ) from exc
+        raise EvalkitError(f"model '{spec.raw}': cannot load from {weights.source}: {str(exc).splitlines()[0]}") from exc
+    if weights.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, weights.adapter)
+        if merge_adapter:
+            model = model.merge_and_unload()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(dev)
+    model.eval()
+    return LoadedModel(spec=spec, weights=weights, model=model, tokenizer=tokenizer, dtype=dt, device=dev)

@@ -1,0 +1,1 @@
+"""HTML reports. Self-contained pages that open from disk with no network."""

@@ -1,0 +1,195 @@
+"""Run a frozen suite on a model into the store: the spine of ``evalkit eval``.
+
+Order of work is chosen so that bad input costs nothing: parse the model string, load and
+freeze the suite (validates every data file), resolve the weights hash, then find or create
+the run; only then load the model. A run's identity is (weights hash, suite hash, settings);
+starting the same identity again resumes the unfinished run (finished entries are skipped,
+finished model calls come from the request cache) instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from evalkit import __version__
+from evalkit.data.punkt import ensure_punkt
+from evalkit.env import set_offline
+from evalkit.errors import EvalkitError
+from evalkit.models.spec import ModelSpec, parse_model
+from evalkit.store import RunStore
+from evalkit.suite.config import load_suite
+from evalkit.suite.freeze import FrozenEntry, FrozenSuite, freeze
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    model: str = "smollm2-135m"
+    suite: str = "core"
+    data_dir: str | None = None
+    limit: int | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int = 8
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    suite_hash: str
+    resumed: bool
+    metrics: list[dict[str, Any]]
+    notes: dict[str, str]
+    seconds: float
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "evalkit": __version__}
+    for pkg in ("torch", "transformers", "lm_eval", "datasets", "peft", "accelerate"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def prepare(settings: EvalSettings) -> tuple[ModelSpec, FrozenSuite]:
+    spec = parse_model(settings.model)
+    suite = load_suite(settings.suite)
+    if settings.limit is not None and settings.limit <= 0:
+        raise EvalkitError(f"--limit {settings.limit}: must be a positive number of samples per task")
+    frozen = freeze(suite, settings.data_dir, settings.limit)
+    ensure_punkt()  # lm-eval's IFEval would try to download it at import
+    if frozen.all_local and spec.is_local_weights:
+        set_offline()
+    return spec, frozen
+
+
+def run_suite(settings: EvalSettings, store: RunStore) -> RunResult:
+    """Evaluate ``settings.model`` on the frozen suite; resume an unfinished identical run."""
+    started = time.time()
+    _quiet_libraries()
+    spec, frozen = prepare(settings)
+    from evalkit.models.hardware import resolve_device, resolve_dtype
+    from evalkit.models.loader import resolve_weights
+
+    device = resolve_device(settings.device) if spec.kind not in ("openai",) else "remote"
+    dtype = resolve_dtype(settings.dtype, device) if device != "remote" else "remote"
+    weights = resolve_weights(spec)
+    run_settings = {"limit": settings.limit, "dtype": dtype, "device": device, "batch_size": settings.batch_size,
+                    "data_dir": settings.data_dir}
+    identity_blob = json.dumps([weights.weights_hash, frozen.suite_hash, dtype, settings.batch_size], sort_keys=True)
+    identity = hashlib.sha256(identity_blob.encode()).hexdigest()[:24]
+    run_id = store.find_resumable(identity)
+    resumed = run_id is not None
+    if run_id:
+        store.reopen_run(run_id)
+    else:
+        run_id = store.create_run(
+            identity=identity, model_spec=spec.raw, model_hash=weights.weights_hash, suite_name=frozen.suite.name,
+            suite_hash=frozen.suite_hash, suite=frozen.canonical(), settings=run_settings, versions=library_versions(),
+        )
+    notes: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    lm = None
+    try:
+        for fe in frozen.entries:
+            if fe.note:
+                notes[fe.entry.name] = fe.note
+            if store.entry_status(run_id, fe.entry.name) == "complete":
+                continue
+            if lm is None:
+                t0 = time.time()
+                lm = _build_model(spec, settings, weights)
+                timings["model_load_s"] = round(time.time() - t0, 2)
+            t0 = time.time()
+            _run_entry(fe, lm, store, run_id, settings)
+            timings[f"{fe.entry.name}_s"] = round(time.time() - t0, 2)
+        timings["total_s"] = round(time.time() - started, 2)
+        store.finish_run(run_id, timings)
+    except BaseException as exc:  # KeyboardInterrupt included: leave the run resumable
+        store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    return RunResult(run_id=run_id, suite_hash=frozen.suite_hash, resumed=resumed, metrics=store.metrics(run_id),
+                     notes=notes, seconds=time.time() - started)
+
+
+def _build_model(spec: ModelSpec, settings: EvalSettings, weights: Any) -> Any:
+    from evalkit.models.lmeval_lm import build_lm
+    from evalkit.models.loader import load_causal_lm
+
+    loaded = None
+    if spec.kind not in ("openai", "vllm"):
+        loaded = load_causal_lm(spec, dtype=settings.dtype, device=settings.device, weights=weights)
+    return build_lm(spec, loaded=loaded, batch_size=settings.batch_size, dtype=settings.dtype, device=settings.device)
+
+
+def _run_entry(fe: FrozenEntry, lm: Any, store: RunStore, run_id: str, settings: EvalSettings) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from evalkit.engines.lmeval.persistent import PersistentLM
+    from evalkit.engines.lmeval.results import metric_rows, sample_rows
+
+    entry = fe.entry
+    store.start_entry(run_id, entry.name, {"entry": asdict(entry), "limit": fe.limit})
+    wrapped = PersistentLM(lm, store, run_id, entry.name, progress=settings.progress)
+    chat = entry.apply_chat_template
+    try:
+        out = simple_evaluate(
+            model=wrapped,
+            tasks=list(fe.task_configs.values()),
+            limit=fe.limit,
+            log_samples=True,
+            apply_chat_template=chat,
+            fewshot_as_multiturn=entry.fewshot_as_multiturn if entry.fewshot_as_multiturn is not None else chat,
+            system_instruction=entry.system_instruction,
+            random_seed=entry.seed,
+            numpy_random_seed=entry.seed,
+            torch_random_seed=entry.seed,
+            fewshot_random_seed=entry.seed,
+            bootstrap_iters=0,
+            task_manager=TaskManager(include_defaults=False),
+            verbosity=None,
+        )
+    except FileNotFoundError as exc:
+        raise EvalkitError(f"entry '{entry.name}': data file not found ({exc})") from exc
+    except ConnectionError as exc:
+        raise EvalkitError(f"entry '{entry.name}': dataset not reachable offline ({exc})") from exc
+    samples_by_task = {}
+    for task, records in (out or {}).get("samples", {}).items():
+        output_type = fe.task_configs.get(task, {}).get("output_type", "generate_until")
+        samples_by_task[task] = sample_rows(task, records, output_type)
+    metrics, extra = metric_rows(entry.name, out["results"], samples_by_task, entry.calibration)
+    extra["n_shot"] = out.get("n-shot", {})
+    extra["computed_requests"] = wrapped.computed
+    extra["reused_requests"] = wrapped.reused
+    samples = [s for ss in samples_by_task.values() for s in ss]
+    store.complete_entry(run_id, entry.name, samples, metrics, extra)
+
+
+def _quiet_libraries() -> None:
+    for name in ("lm_eval", "lm-eval", "datasets", "transformers", "accelerate", "httpx", "urllib3", "filelock"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,8 @@
+"""Sandboxed execution of untrusted Python (see :mod:`evalkit.sandbox.runner` for the threat model)."""
+
+from __future__ import annotations
+
+from evalkit.sandbox.limits import SandboxLimits
+from evalkit.sandbox.runner import ExecResult, reset_sandbox_cache, run_python, sandbox_info
+
+__all__ = ["ExecResult", "SandboxLimits", "reset_sandbox_cache", "run_python", "sandbox_info"]

@@ -1,0 +1,1 @@
+"""Benchmark tasks whose scoring evalkit implements itself (e.g. HumanEval in a sandbox)."""
