@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("evalkit: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `evalkit show latest | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

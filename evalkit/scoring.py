@@ -4,6 +4,11 @@ We build the same lm-eval task object the suite would run (same config, same fil
 ``process_results`` and aggregations) over the given data file and feed it the responses, so
 ``evalkit score`` and ``evalkit eval`` cannot disagree. Responses are matched to data rows by
 order; a count mismatch, or (where both sides carry it) a prompt mismatch, is an error.
+
+One quirk is inherited on purpose: a few IFEval checkers (e.g. ``letter_frequency`` given a
+non-letter) draw a random argument from Python's global ``random``. We seed it with lm-eval's
+default ``random_seed`` (0) before scoring, so repeated scoring is reproducible and equals
+lm-eval's functions called in the same order from the same seed.
 """
 
 from __future__ import annotations
@@ -64,9 +69,12 @@ def _build_task(task: str, data_path: str) -> Any:
     return ConfigurableTask(config=cfg)
 
 
-def _score(task_obj: Any, responses: list[str]) -> dict[str, Any]:
+def _score(task_obj: Any, responses: list[str], seed: int = 0) -> dict[str, Any]:
+    import random
+
     from lm_eval.api.instance import Instance
 
+    random.seed(seed)
     docs = list(task_obj.eval_docs)
     instances = []
     for doc_id, (doc, resp) in enumerate(zip(docs, responses)):

@@ -1,4 +1,7 @@
-"""Sandboxed execution of untrusted Python (see :mod:`evalkit.sandbox.runner` for the threat model)."""
+"""Sandboxed execution of untrusted Python.
+
+See :mod:`evalkit.sandbox.runner` for the mechanisms, the threat model and residual risks.
+"""
 
 from __future__ import annotations
 

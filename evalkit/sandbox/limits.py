@@ -24,8 +24,8 @@ class SandboxLimits:
     max_output_bytes: stdout and stderr each; past it the run is killed (status "output_limit").
     tmpfs_bytes: size of the private, RAM-backed /tmp (the program's working directory),
         so that many files of max_file_bytes cannot fill memory or disk.
-    network: False gives the program a fresh network namespace with nothing in it.
-        True is accepted for completeness but is not used by any evalkit task.
+    network: False gives the program a fresh network namespace with only a loopback in it.
+        True shares the host's network (no evalkit task needs it).
     """
 
     wall_s: float = 10.0

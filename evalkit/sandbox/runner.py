@@ -18,10 +18,17 @@ Mechanisms (probed once per process, best first; see :func:`sandbox_info`):
              namespace and the program keeps the user's uid.
 ``unshare``  The same layout built by our own launcher with unshare(2)/mount(2)/chroot(2) via
              ctypes, for hosts without bwrap. Needs root or unprivileged user namespaces.
-``rlimits``  Last resort: rlimits, a new session, a scrubbed environment and, as root, a fresh
-             uid when the interpreter is readable by it. No network, pid or filesystem
-             isolation: :func:`sandbox_info` reports which guarantees hold, and the hostile
-             tests skip what this mechanism cannot give.
+``rlimits``  Last resort for root without namespaces (e.g. a default Docker container): rlimits,
+             a new session, a scrubbed environment and a fresh uid (needs an interpreter that
+             uid can read). No network, pid or filesystem isolation; files the uid leaves in
+             /tmp, /var/tmp and /dev/shm are deleted afterwards. :func:`sandbox_info` reports
+             which guarantees hold, and the hostile tests skip what it cannot give.
+             Without root and without namespaces nothing can stop ``kill -1`` or a fork bomb
+             from hitting the user's other processes, so that mode (and root without a uid
+             switch) runs only with ``EVALKIT_SANDBOX_UNSAFE=1``; otherwise run_python raises.
+
+``EVALKIT_SANDBOX=bwrap|unshare|rlimits`` forces one mechanism (the tests use it to exercise
+every fallback the host supports).
 
 On every mechanism: wall-clock and CPU limits, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, no core
 files, stdin from /dev/null, stdout/stderr to files (never pipes) that are checked while the
@@ -48,8 +55,10 @@ Residual risks, honestly:
   but size-limited.
 * The ``bwrap`` mechanism as root runs bwrap itself as root (no user namespace) until the
   launcher drops privileges a few milliseconds later; a bug in that launcher runs as root.
-* ``rlimits`` as a normal user: the program runs as that user, can read what the user can
-  read, reach the network and signal the user's other processes.
+* ``rlimits`` (root, fresh uid): the program sees the host's filesystem (read-only for it
+  except world-writable places), its network and its process list (not other users'
+  environments). With ``EVALKIT_SANDBOX_UNSAFE=1`` it may even run as you.
+* Tracebacks name the bootstrap (``File "<string>"``) above the program's own frames.
 * Kernel bugs, side channels and CPU time stolen from concurrent runs are out of scope.
 """
 
@@ -59,6 +68,7 @@ import json
 import os
 import pwd
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -96,7 +106,13 @@ SIGNAL_HINTS = {
 
 @dataclass
 class ExecResult:
-    """Outcome of one sandboxed run; tails are at most TAIL_BYTES each, decoded leniently."""
+    """Outcome of one sandboxed run.
+
+    status: "passed" (ran to its end, exit 0), "failed" (exception, non-zero exit or early
+    exit), "timeout" (wall clock), "killed" (by a signal: CPU limit, file size limit, crash),
+    "output_limit" (stdout or stderr over max_output_bytes) or "error" (the sandbox itself
+    could not start; not the program's fault). Tails are the last TAIL_BYTES of each stream.
+    """
 
     passed: bool
     status: str
@@ -143,7 +159,7 @@ def run_python(source: str, limits: SandboxLimits | None = None) -> ExecResult:
     callers may run many at once from a thread pool.
     """
     limits = limits or SandboxLimits()
-    plan = _plan()
+    plan, _ = _probed()
     return _execute(source, limits, plan)
 
 
@@ -153,8 +169,7 @@ def sandbox_info() -> dict:
     Keys: mechanism, uid_drop, network_isolated, pid_namespace, private_filesystem,
     contains_fork_bomb, contains_kill, running_as_root, bwrap, python, probe_errors.
     """
-    _plan()
-    return dict(_CACHE["info"])
+    return dict(_probed()[1])
 
 
 def reset_sandbox_cache() -> None:
@@ -166,7 +181,8 @@ def reset_sandbox_cache() -> None:
 # ----------------------------------------------------------------------------- probing
 
 
-def _plan() -> _Plan:
+def _probed() -> tuple[_Plan, dict]:
+    """The mechanism for this process, probed on first use (under a lock: threads wait)."""
     with _CACHE_LOCK:
         if "plan" not in _CACHE:
             plan, info = _choose_plan()
@@ -175,7 +191,7 @@ def _plan() -> _Plan:
                 warnings.warn(
                     f"evalkit sandbox fell back to {plan.mechanism!r}: {info['notes']}",
                     RuntimeWarning, stacklevel=3)
-        return _CACHE["plan"]
+        return _CACHE["plan"], _CACHE["info"]
 
 
 def _candidates() -> list[_Plan]:
@@ -359,26 +375,63 @@ def _launch_and_supervise(run: _Run, plan: _Plan, limits: SandboxLimits, out, er
         outcome = _supervise(proc, limits, out, err)
     finally:
         _kill_tree(proc, run.uid)
+        if plan.mechanism == "rlimits" and run.uid is not None:
+            _remove_files_of_uid(run.uid)
     return outcome, proc.returncode
 
 
 def _supervise(proc: subprocess.Popen, limits: SandboxLimits, out, err) -> str:
-    """Wait for exit without reaping (so the pid cannot be reused before the group kill)."""
+    """Wait for exit without reaping (so the pid cannot be reused before the group kill),
+    checking the output files every few milliseconds. A pidfd wakes us the moment the
+    launcher exits; without one (old kernels) we poll."""
     deadline = time.monotonic() + limits.wall_s
+    waiter = _ExitWaiter(proc.pid)
     step = 0.002
-    while True:
-        try:
-            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+    try:
+        while True:
+            if waiter.exited():
                 return "exited"
+            if max(os.fstat(out.fileno()).st_size,
+                   os.fstat(err.fileno()).st_size) > limits.max_output_bytes:
+                return "output_limit"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            waiter.wait(min(step, remaining))
+            step = min(step * 1.5, 0.05)
+    finally:
+        waiter.close()
+
+
+class _ExitWaiter:
+    """Exit detection for one child: pidfd + poll where available, else sleep."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: int | None = None
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.fd = None
+
+    def exited(self) -> bool:
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         except ChildProcessError:
-            return "exited"
-        if max(os.fstat(out.fileno()).st_size,
-               os.fstat(err.fileno()).st_size) > limits.max_output_bytes:
-            return "output_limit"
-        if time.monotonic() >= deadline:
-            return "timeout"
-        time.sleep(step)
-        step = min(step * 1.5, 0.05)
+            return True
+
+    def wait(self, seconds: float) -> None:
+        if self.fd is None:
+            time.sleep(seconds)
+            return
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        poller.poll(max(0, int(seconds * 1000)))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _kill_tree(proc: subprocess.Popen, uid: int | None) -> None:
@@ -416,6 +469,45 @@ def _kill_tree(proc: subprocess.Popen, uid: int | None) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"sandbox processes of uid {uid} survive SIGKILL: {pids}")
         time.sleep(0.01)
+
+
+def _remove_files_of_uid(uid: int) -> None:
+    """rlimits mechanism only: the program shares the host's world-writable directories, so
+    delete whatever its uid left there (top level and inside world-writable subdirectories)."""
+    bases = {tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"}
+    for base in sorted(bases):
+        for entry in _scandir(base):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_uid == uid:
+                _remove(entry.path)
+            elif entry.is_dir(follow_symlinks=False) and st.st_mode & 0o002:
+                for inner in _scandir(entry.path):
+                    try:
+                        if inner.stat(follow_symlinks=False).st_uid == uid:
+                            _remove(inner.path)
+                    except OSError:
+                        continue
+
+
+def _scandir(path: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _children(pid: int) -> list[int]:
@@ -458,6 +550,7 @@ def _launcher_config(run: _Run, plan: _Plan, limits: SandboxLimits) -> dict:
     namespaced = plan.mechanism != "rlimits"
     return {
         "unshare": plan.mechanism == "unshare",
+        "network": bool(limits.network),
         "newroot": os.path.join(run.rundir, "root"),
         "ro_binds": _ro_binds(),
         "symlinks": _symlinks(),
@@ -535,22 +628,26 @@ def _command(plan: _Plan, config: dict) -> list[str]:
 
 def _bwrap_args(plan: _Plan, config: dict) -> list[str]:
     """Namespaces and a minimal read-only root; as root no user namespace (see module doc)."""
-    args = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    args = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session"]
+    if not config["network"]:
+        args += ["--unshare-net"]
     if os.geteuid() != 0:
         args += ["--unshare-user"]
+    size = str(config["tmpfs_bytes"])
+    # Writable mounts first, so that an interpreter installed under /tmp is bound on top.
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
+             "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
     # bwrap creates missing parents as 0700, which the dropped uid could not traverse.
     for parent in _ancestors(config["ro_binds"]):
-        args += ["--perms", "0755", "--dir", parent]
+        if parent not in ("/tmp", "/dev", "/proc"):
+            args += ["--perms", "0755", "--dir", parent]
     for src in config["ro_binds"]:
         args += ["--ro-bind", src, src]
     for name, target in config["symlinks"]:
         args += ["--symlink", target, name]
-    size = str(config["tmpfs_bytes"])
-    args += ["--proc", "/proc", "--dev", "/dev",
-             "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
-             "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",
-             "--remount-ro", "/", "--chdir", "/tmp"]
+    args += ["--remount-ro", "/", "--chdir", "/tmp"]
     return args
 
 
@@ -655,9 +752,10 @@ def _last_line(text: str) -> str:
 #      "bwrap/python could not even start" (status "error");
 #   2. mechanism "unshare" only: enters new mount/net/ipc/uts/pid (and, when not root, user)
 #      namespaces, builds a fresh read-only root on a tmpfs from a short list of binds, mounts a
-#      size-limited tmpfs on /tmp and /dev/shm, forks so that the program is pid 1 of the new
-#      pid namespace, and chroots into the new root; the outside half only waits and relays
-#      the exit status (and dies with the same signal);
+#      size-limited tmpfs on /tmp and /dev/shm and chroots into it. It forks twice: the
+#      outside half only waits and relays the exit status (dying by the same signal); inside,
+#      a small init (pid 1, stays root, reaps orphans) waits for the program (pid 2, as under
+#      bwrap) and exits with 128+N if the program died by signal N;
 #   3. sets the rlimits (CPU, address space, file size, process count, no core files);
 #   4. when a uid is given (evalkit runs as root): no_new_privs, empties the capability
 #      bounding and ambient sets, and switches to that uid/gid with no supplementary groups;
@@ -678,13 +776,15 @@ C = json.loads(sys.argv[1])
 REPORT = C["report_fd"]
 os.write(REPORT, b"L")
 libc = ctypes.CDLL(None, use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+CHARP, ULONG = ctypes.c_char_p, ctypes.c_ulong
+libc.mount.argtypes = [CHARP, CHARP, CHARP, ULONG, CHARP]
 libc.unshare.argtypes = [ctypes.c_int]
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+libc.prctl.argtypes = [ctypes.c_int, ULONG, ULONG, ULONG, ULONG]
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
-NEWNS, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+NEWNS, NEWUTS, NEWIPC = 0x20000, 0x4000000, 0x8000000
+NEWUSER, NEWPID, NEWNET = 0x10000000, 0x20000000, 0x40000000
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 38, 47
 
 def fail(msg):
@@ -719,7 +819,7 @@ def write(path, text):
 
 def enter_namespaces():
     uid, gid = os.getuid(), os.getgid()
-    flags = NEWNS | NEWNET | NEWIPC | NEWUTS | NEWPID
+    flags = NEWNS | NEWIPC | NEWUTS | NEWPID | (0 if C["network"] else NEWNET)
     if uid != 0:
         flags |= NEWUSER
     check(libc.unshare(flags), "unshare")
@@ -728,21 +828,28 @@ def enter_namespaces():
         write("/proc/self/uid_map", "%d %d 1" % (uid, uid))
         write("/proc/self/gid_map", "%d %d 1" % (gid, gid))
 
-def relay_child(pid):
-    # Outside half of the pid namespace: wait, then exit the way the child did.
+def wait_and_mirror(pid, as_init):
+    # Wait for ``pid`` (as the namespace's init: reaping every orphan too), then exit the way
+    # it did. An init cannot kill itself with a signal, so it reports 128+N like bwrap does.
     for fd in (C["nonce_fd"], C["prog_fd"], REPORT):
         os.close(fd)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
-            break
+            got, status = os.wait() if as_init else os.waitpid(pid, 0)
         except InterruptedError:
             continue
+        if got == pid:
+            break
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
+        if not as_init:
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+            os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
     os._exit(os.waitstatus_to_exitcode(status) & 255)
 
 def bind_into(root, src, readonly=True):
@@ -754,17 +861,13 @@ def bind_into(root, src, readonly=True):
         open(dst, "a").close()
     mount(src, dst, None, MS_BIND | MS_REC)
     if readonly:
-        mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | locked_flags(src))
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | locked_flags(src)
+        mount(None, dst, None, flags)
 
 def build_root():
     root = C["newroot"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-    for src in C["ro_binds"]:
-        if os.path.exists(src):
-            bind_into(root, src)
-    for name, target in C["symlinks"]:
-        os.symlink(target, root + name)
     os.makedirs(root + "/dev", mode=0o755)
     for dev in ("null", "zero", "full", "random", "urandom"):
         bind_into(root, "/dev/" + dev, readonly=False)
@@ -772,11 +875,17 @@ def build_root():
         os.symlink("/proc/self/fd/%d" % i, root + "/dev/" + name)
     os.symlink("/proc/self/fd", root + "/dev/fd")
     tmpfs_opts = "size=%d,mode=1777" % C["tmpfs_bytes"]
-    for d in ("/dev/shm", "/tmp"):
+    for d in ("/dev/shm", "/tmp"):  # before the binds: an interpreter under /tmp stays visible
         os.makedirs(root + d, exist_ok=True)
         mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_opts)
+    for src in C["ro_binds"]:
+        if os.path.exists(src):
+            bind_into(root, src)
+    for name, target in C["symlinks"]:
+        os.symlink(target, root + name)
     os.makedirs(root + "/proc", exist_ok=True)
-    if libc.mount(b"proc", enc(root + "/proc"), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+    proc_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if libc.mount(b"proc", enc(root + "/proc"), b"proc", proc_flags, None) != 0:
         pass  # e.g. a user namespace under a masked /proc: the program simply has no /proc
     mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
     os.chroot(root)
@@ -822,10 +931,13 @@ def main():
         enter_namespaces()
         pid = os.fork()
         if pid:
-            relay_child(pid)
+            wait_and_mirror(pid, as_init=False)  # outside: relay the status to the runner
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         os.setsid()  # kill(0, ...) from the program must not reach the relay outside
         build_root()
+        pid = os.fork()
+        if pid:
+            wait_and_mirror(pid, as_init=True)  # pid 1: the program is pid 2, as under bwrap
     os.chdir(C["cwd"])
     set_limits()
     if C["uid"] is not None:

@@ -100,7 +100,8 @@ def _parse_line(path, lineno: int, text: str, problems: dict[str, dict]) -> Samp
     try:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ResponsesFileError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        raise ResponsesFileError(
+            f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(row, dict):
         raise ResponsesFileError(f"{where}: expected a JSON object, got {type(row).__name__}")
     task_id, completion = row.get("task_id"), row.get("completion")
@@ -146,7 +147,7 @@ def _run_all(samples: list[Sample], problems: dict[str, dict], limits: SandboxLi
 
 def _summarise(path, samples, results, ks, limits, info, problems, duration) -> dict:
     tasks: dict[str, dict] = {}
-    for sample, result in zip(samples, results):
+    for sample, result in zip(samples, results, strict=True):
         entry = tasks.setdefault(sample.task_id, {"n": 0, "c": 0, "samples": []})
         entry["n"] += 1
         entry["c"] += int(result.passed)

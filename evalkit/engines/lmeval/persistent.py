@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from collections import Counter
 from typing import Any
 
@@ -25,7 +26,7 @@ from lm_eval.api.model import LM
 
 from evalkit.store import RunStore
 
-CHUNK = {"loglikelihood": 64, "loglikelihood_rolling": 8, "generate_until": 32}
+CHUNK = {"loglikelihood": 64, "loglikelihood_rolling": 8, "generate_until": 16}
 
 
 def _hash_args(method: str, args: Any) -> str:
@@ -50,6 +51,8 @@ class PersistentLM(LM):
         self.run_id = run_id
         self.namespace = namespace
         self.chunk_sizes = {**CHUNK, **(chunk_sizes or {})}
+        if os.environ.get("EVALKIT_REQUEST_CHUNK"):  # finer commits (tests, very slow models)
+            self.chunk_sizes = {k: int(os.environ["EVALKIT_REQUEST_CHUNK"]) for k in self.chunk_sizes}
         self.progress = progress
         self.computed = 0  # requests actually sent to the model (tests use this)
         self.reused = 0  # requests served from the store

