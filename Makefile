@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.evalkit-setup
 
-.PHONY: setup eval test test-fast runs show clean-venv help
+.PHONY: setup system-deps eval test test-fast runs show clean-venv help
 
 help:
 	@echo "make eval [MODEL=... SUITE=... DATA_DIR=... LIMIT=...]   run a suite, store every sample"
@@ -27,7 +27,17 @@ help:
 
 setup: $(STAMP)
 
+# bubblewrap: the sandbox for model-written code (evalkit/sandbox). Installed when we are root
+# and it is missing; elsewhere the sandbox falls back (see README: Sandbox) and says so.
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+	      || echo "warning: could not install bubblewrap; the code sandbox will use its fallback"; \
+	  else echo "note: bubblewrap (bwrap) not installed; the code sandbox will use its fallback"; fi; }
+
 $(STAMP): requirements.txt pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install -q "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
