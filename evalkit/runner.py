@@ -14,17 +14,18 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from evalkit import __version__
 from evalkit.data.punkt import ensure_punkt
 from evalkit.env import set_offline
 from evalkit.errors import EvalkitError
+from evalkit.engines.base import ModelHandle, RunContext, get_engine
 from evalkit.models.spec import ModelSpec, parse_model
 from evalkit.store import RunStore
 from evalkit.suite.config import load_suite
-from evalkit.suite.freeze import FrozenEntry, FrozenSuite, freeze
+from evalkit.suite.freeze import FrozenSuite, freeze
 
 
 @dataclass(frozen=True)
@@ -99,19 +100,16 @@ def run_suite(settings: EvalSettings, store: RunStore) -> RunResult:
         )
     notes: dict[str, str] = {}
     timings: dict[str, float] = {}
-    lm = None
+    model = ModelHandle(spec, weights, dtype=settings.dtype, device=settings.device, batch_size=settings.batch_size)
+    ctx = RunContext(store=store, run_id=run_id, batch_size=settings.batch_size, progress=settings.progress)
     try:
         for fe in frozen.entries:
             if fe.note:
                 notes[fe.entry.name] = fe.note
             if store.entry_status(run_id, fe.entry.name) == "complete":
                 continue
-            if lm is None:
-                t0 = time.time()
-                lm = _build_model(spec, settings, weights)
-                timings["model_load_s"] = round(time.time() - t0, 2)
             t0 = time.time()
-            _run_entry(fe, lm, store, run_id, settings)
+            get_engine(fe.entry.engine).run(fe, model, ctx)
             timings[f"{fe.entry.name}_s"] = round(time.time() - t0, 2)
         timings["total_s"] = round(time.time() - started, 2)
         store.finish_run(run_id, timings)
@@ -120,60 +118,6 @@ def run_suite(settings: EvalSettings, store: RunStore) -> RunResult:
         raise
     return RunResult(run_id=run_id, suite_hash=frozen.suite_hash, resumed=resumed, metrics=store.metrics(run_id),
                      notes=notes, seconds=time.time() - started)
-
-
-def _build_model(spec: ModelSpec, settings: EvalSettings, weights: Any) -> Any:
-    from evalkit.models.lmeval_lm import build_lm
-    from evalkit.models.loader import load_causal_lm
-
-    loaded = None
-    if spec.kind not in ("openai", "vllm"):
-        loaded = load_causal_lm(spec, dtype=settings.dtype, device=settings.device, weights=weights)
-    return build_lm(spec, loaded=loaded, batch_size=settings.batch_size, dtype=settings.dtype, device=settings.device)
-
-
-def _run_entry(fe: FrozenEntry, lm: Any, store: RunStore, run_id: str, settings: EvalSettings) -> None:
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    from evalkit.engines.lmeval.persistent import PersistentLM
-    from evalkit.engines.lmeval.results import metric_rows, sample_rows
-
-    entry = fe.entry
-    store.start_entry(run_id, entry.name, {"entry": asdict(entry), "limit": fe.limit})
-    wrapped = PersistentLM(lm, store, run_id, entry.name, progress=settings.progress)
-    chat = entry.apply_chat_template
-    try:
-        out = simple_evaluate(
-            model=wrapped,
-            tasks=list(fe.task_configs.values()),
-            limit=fe.limit,
-            log_samples=True,
-            apply_chat_template=chat,
-            fewshot_as_multiturn=entry.fewshot_as_multiturn if entry.fewshot_as_multiturn is not None else chat,
-            system_instruction=entry.system_instruction,
-            random_seed=entry.seed,
-            numpy_random_seed=entry.seed,
-            torch_random_seed=entry.seed,
-            fewshot_random_seed=entry.seed,
-            bootstrap_iters=0,
-            task_manager=TaskManager(include_defaults=False),
-            verbosity=None,
-        )
-    except FileNotFoundError as exc:
-        raise EvalkitError(f"entry '{entry.name}': data file not found ({exc})") from exc
-    except ConnectionError as exc:
-        raise EvalkitError(f"entry '{entry.name}': dataset not reachable offline ({exc})") from exc
-    samples_by_task = {}
-    for task, records in (out or {}).get("samples", {}).items():
-        output_type = fe.task_configs.get(task, {}).get("output_type", "generate_until")
-        samples_by_task[task] = sample_rows(task, records, output_type)
-    metrics, extra = metric_rows(entry.name, out["results"], samples_by_task, entry.calibration)
-    extra["n_shot"] = out.get("n-shot", {})
-    extra["computed_requests"] = wrapped.computed
-    extra["reused_requests"] = wrapped.reused
-    samples = [s for ss in samples_by_task.values() for s in ss]
-    store.complete_entry(run_id, entry.name, samples, metrics, extra)
 
 
 def _quiet_libraries() -> None:

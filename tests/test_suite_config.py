@@ -59,7 +59,7 @@ def test_freeze_hash_is_stable_and_covers_data(tiny_suite, data_dir):
     b = freeze(suite, str(data_dir))
     assert a.suite_hash == b.suite_hash and a.all_local
     mmlu = next(e for e in a.entries if e.entry.name == "mmlu")
-    assert sorted(mmlu.task_configs) == ["mmlu_astronomy", "mmlu_marketing"]
+    assert sorted(mmlu.configs) == ["mmlu_astronomy", "mmlu_marketing"]
     assert mmlu.note == "2/57 MMLU subjects"
     # the same suite on other bytes is another suite
     with open(data_dir / "gsm8k" / "test.jsonl", "a") as fh:

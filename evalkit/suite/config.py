@@ -27,7 +27,6 @@ import yaml
 
 from evalkit.errors import EvalkitError
 
-ENGINES = ("lm-eval",)
 SUITES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "suites")
 
 
@@ -46,6 +45,10 @@ class SuiteEntry:
     data_files: dict[str, str] | None = None  # explicit split -> file (json/jsonl/csv) for any task
     calibration: bool = True  # multiple-choice tasks: ECE + Brier from choice log-likelihoods
     batch_size: int | None = None
+    samples: int | None = None  # n sampled responses per problem (pass@k / maj@k; inspect epochs)
+    temperature: float | None = None  # sampling temperature when samples > 1 (default 0.8)
+    top_p: float | None = None
+    ks: list[int] | None = None  # pass@k / maj@k for these k <= samples (default 1, samples)
     seed: int = 1234
     description: str = ""
     line: int = field(default=0, compare=False)  # where the entry starts in its file
@@ -73,7 +76,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "task": (str,), "engine": (str,), "num_fewshot": (int,), "limit": (int,),
     "gen_kwargs": (dict,), "apply_chat_template": (bool,), "fewshot_as_multiturn": (bool,),
     "system_instruction": (str,), "data": (str,), "data_files": (dict,), "calibration": (bool,),
-    "batch_size": (int,), "seed": (int,), "description": (str,),
+    "batch_size": (int,), "seed": (int,), "description": (str,), "samples": (int,),
+    "temperature": (float, int), "top_p": (float, int), "ks": (list,),
 }
 
 
@@ -146,11 +150,18 @@ def _parse_entry(path: str, raw: Any, node: yaml.Node) -> SuiteEntry:
         if not raw.get(required):
             raise EvalkitError(f"suite {path}:{line}: entry is missing '{required}'")
     engine = raw.get("engine") or "lm-eval"
-    if engine not in ENGINES:
-        raise EvalkitError(f"suite {path}:{key_lines.get('engine', line)}: unknown engine '{engine}' (known: {', '.join(ENGINES)})")
-    limit = raw.get("limit")
-    if limit is not None and limit <= 0:
-        raise EvalkitError(f"suite {path}:{key_lines.get('limit', line)}: 'limit' must be positive")
+    from evalkit.engines.base import engine_names
+
+    if engine not in engine_names():
+        raise EvalkitError(f"suite {path}:{key_lines.get('engine', line)}: unknown engine '{engine}' (known: {', '.join(engine_names())})")
+    for key in ("limit", "samples"):
+        if raw.get(key) is not None and raw[key] <= 0:
+            raise EvalkitError(f"suite {path}:{key_lines.get(key, line)}: '{key}' must be positive")
+    ks = raw.get("ks")
+    if ks is not None:
+        n = raw.get("samples") or 1
+        if not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= n for k in ks):
+            raise EvalkitError(f"suite {path}:{key_lines.get('ks', line)}: 'ks' must be whole numbers from 1 to samples ({n})")
     kwargs = {k: v for k, v in raw.items() if v is not None}
     kwargs["engine"] = engine
     return SuiteEntry(line=line, **kwargs)

@@ -34,6 +34,15 @@ def _hash_args(method: str, args: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def _seed_chunk(keys: Any) -> None:
+    """Seed torch from the chunk's request keys, so sampled generations are reproducible and a
+    resumed run samples exactly what an uninterrupted run would have."""
+    import torch
+
+    digest = hashlib.sha256("|".join(keys).encode()).hexdigest()
+    torch.manual_seed(int(digest[:8], 16))
+
+
 class PersistentLM(LM):
     def __init__(
         self,
@@ -138,6 +147,8 @@ class PersistentLM(LM):
                 if not todo:
                     continue
                 batch = [requests[i] for i in todo]
+                if method == "generate_until":
+                    _seed_chunk(keys[i] for i in todo)
                 answers = fn(batch, disable_tqdm=True) if quiet else fn(batch)
                 fresh = {}
                 for i, ans in zip(todo, answers, strict=True):

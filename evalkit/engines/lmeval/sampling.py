@@ -1,0 +1,105 @@
+"""pass@k and maj@k for lm-eval generation tasks (e.g. GSM8K), from n sampled answers.
+
+``samples: n`` on an entry sets lm-eval's own ``repeats: n`` with sampling on, so the model is
+asked n times per problem through the normal pipeline (and the resumable request cache). The
+task's metrics still score the first sample. On top, for every filter of the task (GSM8K:
+strict-match, flexible-extract) we extract an answer from *each* response with that filter's
+own steps (minus its final ``take_first``), score each with the task's own ``process_results``,
+and report:
+  * pass@k — the unbiased estimator (Chen et al. 2021) from c correct of n;
+  * maj@k  — the majority answer of the first k samples (ties: the earliest), scored once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from copy import deepcopy
+from typing import Any
+
+from evalkit.analysis.passk import pass_at_k
+from evalkit.analysis.stats import mean_stderr
+from evalkit.suite.config import SuiteEntry
+
+DEFAULT_TEMPERATURE = 0.8
+
+
+def configure_sampling(cfg: dict[str, Any], entry: SuiteEntry) -> dict[str, Any]:
+    cfg = deepcopy(cfg)
+    cfg["repeats"] = int(entry.samples or 1)
+    gen = dict(cfg.get("generation_kwargs") or {})
+    gen["do_sample"] = True
+    gen["temperature"] = float(entry.temperature if entry.temperature is not None else DEFAULT_TEMPERATURE)
+    if entry.top_p is not None:
+        gen["top_p"] = float(entry.top_p)
+    cfg["generation_kwargs"] = gen
+    return cfg
+
+
+def ks_for(entry: SuiteEntry) -> list[int]:
+    n = int(entry.samples or 1)
+    return sorted(set(entry.ks or [1, n]))
+
+
+def _extractors(cfg: dict[str, Any]) -> dict[str, Any]:
+    """filter name -> FilterEnsemble that maps n responses to n extracted answers."""
+    from lm_eval.filters import build_filter_ensemble
+
+    out = {}
+    for spec in cfg.get("filter_list") or [{"name": "none", "filter": [{"function": "take_first"}]}]:
+        steps = [dict(s) for s in spec["filter"] if s.get("function") != "take_first"]
+        components = [[s.pop("function"), s] for s in steps]
+        out[spec["name"]] = build_filter_ensemble(spec["name"], components)
+    return out
+
+
+def _extract_all(ensemble: Any, responses: list[str]) -> list[Any]:
+    from lm_eval.api.instance import Instance
+
+    inst = Instance("generate_until", {}, ("", {}), 0, ("t", 0, len(responses)))
+    inst.resps = list(responses)
+    ensemble.apply([inst])
+    got = inst.filtered_resps[ensemble.name]
+    return list(got) if isinstance(got, (list, tuple)) else [got]
+
+
+def _majority(answers: list[Any]) -> Any:
+    counts = Counter(str(a) for a in answers)
+    best = max(counts.values())
+    return next(a for a in answers if counts[str(a)] == best)
+
+
+def sampling_metrics(
+    entry: SuiteEntry, configs: dict[str, dict[str, Any]], samples_by_task: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Per-sample pass@k / maj@k (added to each sample's metrics) and entry-level means."""
+    from lm_eval.api.task import ConfigurableTask
+
+    ks = ks_for(entry)
+    pooled: dict[str, list[float]] = {}
+    for task, samples in samples_by_task.items():
+        cfg = configs[task]
+        task_obj = ConfigurableTask(config=deepcopy(cfg))
+        primary = (cfg.get("metric_list") or [{"metric": "acc"}])[0]["metric"]
+        for filt, ensemble in _extractors(cfg).items():
+            suffix = "" if filt == "none" else f",{filt}"
+            for s in samples:
+                responses = s.get("responses") or []
+                answers = _extract_all(ensemble, responses)
+                correct = [float(task_obj.process_results(s["doc"], [a])[primary]) for a in answers]
+                n, c = len(correct), int(sum(v >= 1.0 for v in correct))
+                s["extra"].setdefault("sampled_answers", {})[filt] = answers
+                s["metrics"][f"n_correct{suffix}"] = c
+                for k in ks:
+                    if k > n:
+                        continue
+                    pk = pass_at_k(n, c, k)
+                    maj = float(task_obj.process_results(s["doc"], [_majority(answers[:k])])[primary])
+                    s["metrics"][f"pass@{k}{suffix}"] = pk
+                    s["metrics"][f"maj@{k}{suffix}"] = maj
+                    pooled.setdefault(f"pass@{k}{suffix}", []).append(pk)
+                    pooled.setdefault(f"maj@{k}{suffix}", []).append(maj)
+    return [
+        {"task": entry.name, "metric": m, "value": float(sum(v) / len(v)), "stderr": mean_stderr(v), "n": len(v)}
+        for m, v in sorted(pooled.items())
+        if v
+    ]
