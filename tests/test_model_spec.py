@@ -80,3 +80,11 @@ def test_dtype_policy():
     assert resolve_dtype("auto", "cpu") in ("bfloat16", "float32")
     with pytest.raises(EvalkitError):
         resolve_dtype("int3", "cpu")
+
+
+def test_evalkit_is_registered_as_an_lm_eval_model():
+    import evalkit.models.lmeval_lm  # noqa: F401  (registration happens on import)
+    from lm_eval.api.registry import get_model
+
+    cls = get_model("evalkit")
+    assert hasattr(cls, "create_from_arg_string") and hasattr(cls, "create_from_arg_obj")
