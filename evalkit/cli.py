@@ -155,6 +155,86 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from evalkit.analysis.paired import compare_runs
+    from evalkit.analysis.tax import alignment_tax
+    from evalkit.report.compare import write_compare_report
+    from evalkit.store.analyses import save_comparison
+
+    store = _store(args)
+    comp = compare_runs(store, args.a, args.b, allow_suite_mismatch=args.allow_suite_mismatch)
+    tax = alignment_tax(comp, args.target) if args.target else None
+    result = {"comparison": comp.to_dict(), "tax": tax.to_dict() if tax else None}
+    cid = save_comparison(store, comp.run_a, comp.run_b, result)
+    html = write_compare_report(comp, cid, args.reports_dir, tax=tax)
+    out = sys.stderr if args.json else sys.stdout
+    rows = [r.to_dict() for r in comp.rows]
+    table = [
+        {"entry": r["entry"], "metric": r["metric"], "a": r.get("value_a"), "b": r.get("value_b"), "delta": r.get("delta"),
+         "ci95": f"[{_fmt(r.get('ci_lo'))}, {_fmt(r.get('ci_hi'))}]", "p_mcnemar": r.get("p_mcnemar"),
+         "sig": "yes" if r.get("significant") else "", "n": r.get("n")}
+        for r in rows if r.get("level") == "entry"
+    ]
+    print_table(table, ["entry", "metric", "a", "b", "delta", "ci95", "p_mcnemar", "sig", "n"], out)
+    if tax is not None:
+        t = tax.to_dict()
+        print(f"\nalignment tax (targets {', '.join(args.target)}): weighted change on other entries "
+              f"{_fmt(t.get('weighted_delta'))} [{_fmt(t.get('ci_lo'))}, {_fmt(t.get('ci_hi'))}]", file=out)
+        for e in t.get("per_entry") or []:
+            print(f"  {e['entry']} {e['metric']}: {_fmt(e['delta'])} [{_fmt(e['ci_lo'])}, {_fmt(e['ci_hi'])}]", file=out)
+    print(f"\ncomparison {cid} stored in {store.path}\nreport: {html}", file=out)
+    if args.json:
+        print(json.dumps({"id": cid, **result}, default=str))
+    return 0
+
+
+def cmd_kl(args: argparse.Namespace) -> int:
+    from evalkit.analysis.kl import kl_divergence
+    from evalkit.report.compare import write_compare_report
+    from evalkit.store.analyses import save_kl
+
+    prompts = _kl_prompts(args)
+    res = kl_divergence(args.model, args.ref, prompts, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                        batch_size=args.batch_size)
+    store = _store(args)
+    kid = save_kl(store, **res.store_fields())
+    html = write_compare_report(None, kid, args.reports_dir, kl=res)
+    d = res.to_dict()
+    out = sys.stderr if args.json else sys.stdout
+    print(f"KL({args.model} || {args.ref}) over {len(prompts)} prompts, method {d.get('method')}", file=out)
+    print(f"  exact KL per token: {_fmt(d['mean_kl'])} (stderr {_fmt(d['kl_stderr'])}), k1 {_fmt(d['k1'])}, "
+          f"k3 {_fmt(d['k3'])}, {d['n_tokens']} tokens", file=out)
+    print(f"kl run {kid} stored in {store.path}\nreport: {html}", file=out)
+    if args.json:
+        print(json.dumps({"id": kid, **d}, default=str))
+    return 0
+
+
+def _kl_prompts(args: argparse.Namespace) -> list[str]:
+    """A prompts file, or a suite name: the suite's local test data, seeded sample of --limit."""
+    import random
+
+    from evalkit.analysis.kl import load_prompts
+
+    if os.path.isfile(args.prompts):
+        return load_prompts(args.prompts, args.limit)
+    from evalkit.suite.config import load_suite
+    from evalkit.suite.freeze import freeze
+
+    frozen = freeze(load_suite(args.prompts), args.data_dir)
+    pool: list[str] = []
+    for fe in frozen.entries:
+        for cfg in fe.configs.values():
+            files = ((cfg.get("dataset_kwargs") or {}).get("data_files") or {}) if isinstance(cfg, dict) else {}
+            path = files.get(cfg.get("test_split")) if isinstance(cfg, dict) else None
+            if path and str(path).endswith(".jsonl") and cfg.get("output_type") == "generate_until":
+                pool.extend(load_prompts(path))
+    if not pool:
+        raise EvalkitError(f"kl: suite '{args.prompts}' has no local generation prompts (give --data-dir or a prompts file)")
+    random.Random(args.seed).shuffle(pool)
+    return pool[: args.limit or 32]
+
+
 def _time(ts: float) -> str:
     import time
 
@@ -198,6 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     x.add_argument("--out")
     x.set_defaults(func=cmd_export)
+
+    k = sub.add_parser("compare", help="paired per-task deltas of two runs (CI, McNemar), alignment tax")
+    k.add_argument("--a", required=True, help="baseline run id (or 'latest')")
+    k.add_argument("--b", required=True, help="candidate run id")
+    k.add_argument("--target", nargs="*", default=None, help="target entries: the tax is the change on all others")
+    k.add_argument("--allow-suite-mismatch", action="store_true")
+    k.add_argument("--reports-dir", default="reports")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_compare)
+
+    kl = sub.add_parser("kl", help="KL(policy || reference) on completions sampled from the policy")
+    kl.add_argument("--model", required=True, help="policy model string (a PEFT adapter uses the fast path)")
+    kl.add_argument("--ref", default="smollm2-135m", help="reference model string")
+    kl.add_argument("--prompts", required=True, help="prompts file (.txt / .jsonl) or a suite name")
+    kl.add_argument("--data-dir", default=os.environ.get("EVALKIT_DATA_DIR"), help="data mirror when --prompts is a suite")
+    kl.add_argument("--limit", type=int, default=None, help="number of prompts (default: all in a file, 32 from a suite)")
+    kl.add_argument("--max-new-tokens", type=int, default=48)
+    kl.add_argument("--seed", type=int, default=0)
+    kl.add_argument("--batch-size", type=int, default=8)
+    kl.add_argument("--reports-dir", default="reports")
+    kl.add_argument("--json", action="store_true")
+    kl.set_defaults(func=cmd_kl)
 
     c = sub.add_parser("score", help="score a file of precomputed responses with the suite's scorer")
     c.add_argument("--task", required=True, choices=["ifeval", "gsm8k", "humaneval"])

@@ -120,3 +120,30 @@ def test_runs_show_export(uninterrupted, tmp_path):
         subprocess.run([sys.executable, "-m", "evalkit", "--store", store, "export", "latest", "--format", fmt, "--out", str(dest)], check=True, capture_output=True)
         df = pd.read_parquet(dest) if fmt == "parquet" else pd.read_csv(dest)
         assert len(df) == 12 and {"task", "doc_id", "metrics"} <= set(df.columns)
+
+
+def test_compare_run_with_itself_via_cli(uninterrupted, tmp_path):
+    store = uninterrupted["store"]
+    run_id = uninterrupted["result"]["run_id"]
+    out = subprocess.run(
+        [sys.executable, "-m", "evalkit", "--store", store, "compare", "--a", run_id, "--b", run_id, "--target", "ifeval",
+         "--reports-dir", str(tmp_path), "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = res["comparison"]["rows"]
+    assert rows and all(r["delta"] == 0 and not r["significant"] for r in rows)
+    assert {e["entry"] for e in res["tax"]["per_entry"]} == {"mmlu", "gsm8k"}
+    assert (tmp_path / f"compare-{res['id']}" / "index.html").is_file()
+
+
+def test_kl_of_model_to_itself_via_cli(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Name a colour."}\n{"prompt": "Count to three."}\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "evalkit", "--store", str(tmp_path / "s.sqlite"), "kl", "--model", "smollm2-135m",
+         "--ref", "smollm2-135m", "--prompts", str(prompts), "--max-new-tokens", "8", "--reports-dir", str(tmp_path), "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["method"] == "identical" and abs(res["mean_kl"]) < 1e-6 and res["n_prompts"] == 2

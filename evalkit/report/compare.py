@@ -1,0 +1,101 @@
+"""The comparison page (``reports/compare-<id>/index.html``): per-metric paired deltas with CI
+whiskers, calibration drift, alignment tax and an optional KL(policy||ref) histogram.
+
+Why plain inline SVG: the page must open from disk with no network, and a few bars and a
+histogram do not justify inlining 4.8 MB of plotly. Inputs are the JSON-able dicts the
+analyses produce (``to_dict()``), so a comparison read back from the store renders the same.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from evalkit.report.summary import TEMPLATES, fmt
+
+LABEL_W, PLOT_W, VALUE_W, ROW_H = 300, 420, 170, 18
+
+
+def _as_dict(obj: Any) -> dict[str, Any] | None:
+    if obj is None:
+        return None
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not math.isnan(x) and not math.isinf(x)
+
+
+def delta_chart(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Geometry for horizontal delta bars around 0 with CI whiskers (one row per metric)."""
+    span = max([abs(float(r[k])) for r in rows for k in ("delta", "ci_lo", "ci_hi") if _finite(r.get(k))] or [1.0]) or 1.0
+    half = PLOT_W / 2 - 10
+    zero = LABEL_W + PLOT_W / 2
+
+    def x(v: float) -> float:
+        return round(zero + v / span * half, 2)
+
+    bars = []
+    for i, r in enumerate(rows):
+        y = 20 + i * ROW_H
+        d = float(r["delta"]) if _finite(r.get("delta")) else 0.0
+        bar = {"y": y, "label": f"{r['entry']} · {r['task']} · {r['metric']}" if r["task"] != r["entry"] else f"{r['entry']} · {r['metric']}",
+               "x": min(x(0), x(d)), "w": round(max(abs(x(d) - x(0)), 1.0), 2), "sig": bool(r.get("significant")),
+               "up": d >= 0, "text": f"{fmt(r.get('delta'))} [{fmt(r.get('ci_lo'))}, {fmt(r.get('ci_hi'))}]", "whisker": None}
+        if _finite(r.get("ci_lo")) and _finite(r.get("ci_hi")):
+            bar["whisker"] = {"x1": x(float(r["ci_lo"])), "x2": x(float(r["ci_hi"]))}
+        bars.append(bar)
+    return {"bars": bars, "zero": zero, "height": 30 + len(rows) * ROW_H, "width": LABEL_W + PLOT_W + VALUE_W,
+            "span": span, "label_w": LABEL_W, "plot_w": PLOT_W, "value_x": LABEL_W + PLOT_W + 6,
+            "left": fmt(-span), "right": fmt(span)}
+
+
+def kl_histogram(kl: Mapping[str, Any], n_bins: int = 20, width: int = 600, height: int = 160) -> dict[str, Any] | None:
+    """Bars of the per-token exact KL values over all prompts."""
+    values = [float(v) for p in kl.get("per_prompt") or [] for v in (p.get("token_kl") or []) if _finite(v)]
+    if not values:
+        return None
+    lo, hi = min(0.0, min(values)), max(values)
+    step = (hi - lo) / n_bins or 1.0
+    counts = [0] * n_bins
+    for v in values:
+        counts[min(int((v - lo) / step), n_bins - 1)] += 1
+    top = max(counts)
+    bw = width / n_bins
+    bars = [{"x": round(i * bw, 2), "w": round(bw - 1, 2), "h": round(c / top * (height - 20), 2),
+             "y": round(height - 20 - c / top * (height - 20), 2), "count": c,
+             "range": f"{lo + i * step:.4g}–{lo + (i + 1) * step:.4g}"} for i, c in enumerate(counts)]
+    return {"bars": bars, "width": width, "height": height, "lo": f"{lo:.3g}", "hi": f"{hi:.3g}", "n": len(values)}
+
+
+def render_compare(comparison: Any, report_id: str, tax: Any = None, kl: Any = None) -> str:
+    comp = _as_dict(comparison) or {}
+    rows = comp.get("rows") or []
+    ordered = sorted(rows, key=lambda r: (r["entry"], r["task"] != r["entry"], r["task"], r["metric"]))
+    kl_d = _as_dict(kl)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    return env.get_template("compare.html").render(
+        id=report_id, c=comp, rows=ordered, chart=delta_chart(ordered) if ordered else None,
+        tax=_as_dict(tax), kl=kl_d, hist=kl_histogram(kl_d) if kl_d else None, fmt=fmt,
+    )
+
+
+def write_compare_report(comparison: Any, report_id: str, reports_dir: str = "reports", tax: Any = None, kl: Any = None) -> str:
+    """Write ``<reports_dir>/compare-<report_id>/index.html`` and return its path.
+
+    ``comparison``/``tax``/``kl`` are :class:`~evalkit.analysis.paired.Comparison`,
+    :class:`~evalkit.analysis.tax.AlignmentTax`, :class:`~evalkit.analysis.kl.KLResult` or their
+    ``to_dict()`` forms (a stored KL row from :func:`evalkit.store.analyses.get_kl` works too).
+    ``comparison=None`` with a ``kl`` writes a KL-only page.
+    """
+    html = render_compare(comparison, report_id, tax=tax, kl=kl)
+    out_dir = os.path.join(reports_dir, f"compare-{report_id}")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "index.html")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(html)
+    return path
