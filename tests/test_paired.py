@@ -290,3 +290,15 @@ def test_kl_only_page(tmp_path):
           "per_prompt": [{"prompt": "x", "n_tokens": 1, "kl": 0.0, "k1": 0.0, "k3": 0.0, "kl_sum": 0.0, "token_kl": [0.0]}]}
     html = open(write_compare_report(None, "k1", reports_dir=str(tmp_path), kl=kl), encoding="utf-8").read()
     assert "evalkit KL" in html and 'id="kl-hist"' in html and "Suite hash" not in html and 'id="deltas"' not in html
+
+
+def test_binary_significance_follows_exact_mcnemar_not_the_bootstrap():
+    from evalkit.analysis.paired import metric_delta
+
+    a = {("t", i): 0.0 for i in range(40)}
+    b = dict(a)
+    for i in range(4):  # 4 discordant docs, all won by b
+        b[("t", i)] = 1.0
+    row = metric_delta(("e", "t", "acc"), a, b, None, None, iters=1000, seed=0)
+    assert row.ci_lo > 0  # the percentile bootstrap alone would call this significant
+    assert row.p_mcnemar == pytest.approx(0.125) and not row.significant

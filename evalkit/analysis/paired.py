@@ -360,9 +360,15 @@ def metric_delta(
     return MetricDelta(
         entry=entry, task=task, metric=metric, level="entry" if task == entry else "task", n=len(xa),
         value_a=float(xa.mean()), value_b=float(xb.mean()), delta=delta, ci_lo=lo, ci_hi=hi,
-        significant=excludes_zero(lo, hi), binary=binary, p_mcnemar=p, a_only=a_only, b_only=b_only,
+        significant=(p < ALPHA) if binary and p is not None else excludes_zero(lo, hi), binary=binary, p_mcnemar=p, a_only=a_only, b_only=b_only,
         stored_a=stored_a, stored_b=stored_b, n_a=len(va), n_b=len(vb), diffs=xb - xa,
     )
+
+
+ALPHA = 0.05
+# Why McNemar decides for 0/1 metrics: with few discordant docs the percentile bootstrap is too
+# liberal (4 wins, 0 losses gives a CI excluding 0 while the exact test says p = 0.125), and a
+# promotion gate must not rest on that. Non-binary metrics use the bootstrap CI.
 
 
 def excludes_zero(lo: float, hi: float) -> bool:
