@@ -139,7 +139,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             result = score_humaneval(args.responses)
         except ValueError as exc:
             raise EvalkitError(f"score: {exc}") from exc
-        summary = {k: v for k, v in result.items() if k != "samples" and k != "per_task"}
+        summary = {k: v for k, v in result.items() if k not in ("samples", "per_task", "tasks")}
     else:
         if not args.data:
             raise EvalkitError(f"score: --data FILE is required for task {args.task}")

