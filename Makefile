@@ -18,12 +18,15 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.evalkit-setup
 
-.PHONY: setup system-deps eval test test-fast runs show clean-venv help
+.PHONY: setup system-deps eval test test-fast runs show judge-agreement clean-venv help
+JUDGE ?= smollm2-135m
+DATA ?= $(if $(DATA_DIR),$(DATA_DIR)/preference/LLMBar_Natural.json)
 
 help:
 	@echo "make eval [MODEL=... SUITE=... DATA_DIR=... LIMIT=...]   run a suite, store every sample"
 	@echo "make test                                                 the test suite (sets up .venv first)"
 	@echo "make runs | make show RUN=<id|latest>                     inspect the run store ($(STORE))"
+	@echo "make judge-agreement JUDGE=... DATA=...                   judge-vs-human agreement on labelled pairs"
 
 setup: $(STAMP)
 
@@ -57,6 +60,10 @@ runs: setup
 
 show: setup
 	$(EVALKIT) --store $(STORE) show $(RUN)
+
+judge-agreement: setup
+	@test -n "$(DATA)" || { echo "make judge-agreement: give DATA=<labelled pairs file>"; exit 2; }
+	$(EVALKIT) --store $(STORE) judge-agreement --judge "$(JUDGE)" --data "$(DATA)" $(if $(LIMIT),--limit $(LIMIT)) --json
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -235,6 +235,26 @@ def _kl_prompts(args: argparse.Namespace) -> list[str]:
     return pool[: args.limit or 32]
 
 
+def cmd_judge_agreement(args: argparse.Namespace) -> int:
+    from evalkit.judge.agreement import run_agreement
+    from evalkit.report.judge import write_judge_report
+
+    store = _store(args)
+    result = run_agreement(args.judge, args.data, args.limit, store, seed=args.seed, tie_policy=args.tie_policy,
+                           injection_subset=int(args.injection_subset) if args.injection_subset >= 1 else args.injection_subset,
+                           batch_size=args.batch_size)
+    html = write_judge_report(result, args.reports_dir)
+    out = sys.stderr if args.json else sys.stdout
+    keys = ["n", "agreement", "agreement_no_ties", "kappa", "position_consistency", "first_position_rate"]
+    for key in keys + [k for k in ("mean_p_human", "flip_rate", "length_bias") if k in result]:
+        value = result.get(key)
+        print(f"{key}: {_fmt(value) if not isinstance(value, (dict, list)) else json.dumps(value, default=str)}", file=out)
+    print(f"judge run {result.get('id')} stored in {store.path}\nreport: {html}", file=out)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "items"}, default=str))
+    return 0
+
+
 def _time(ts: float) -> str:
     import time
 
@@ -300,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     kl.add_argument("--reports-dir", default="reports")
     kl.add_argument("--json", action="store_true")
     kl.set_defaults(func=cmd_kl)
+
+    j = sub.add_parser("judge-agreement", help="how often an LLM judge agrees with human pairwise labels")
+    j.add_argument("--judge", default="smollm2-135m", help="judge model string (local, GGUF, openai:...)")
+    j.add_argument("--data", required=True, help="LLMBar JSON, HH-RLHF JSONL(.gz) or generic JSONL; comma-separated for several")
+    j.add_argument("--limit", type=int, default=None)
+    j.add_argument("--tie-policy", choices=["tie", "average"], default="tie",
+                   help="a verdict that flips when the order is swapped: a tie, or average the two orders' probabilities")
+    j.add_argument("--injection-subset", type=float, default=0.25, help="fraction of pairs probed with a prompt injection (0: off)")
+    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--batch-size", type=int, default=8)
+    j.add_argument("--reports-dir", default="reports")
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(func=cmd_judge_agreement)
 
     c = sub.add_parser("score", help="score a file of precomputed responses with the suite's scorer")
     c.add_argument("--task", required=True, choices=["ifeval", "gsm8k", "humaneval"])

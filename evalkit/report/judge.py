@@ -1,0 +1,96 @@
+"""The judge-agreement page (``reports/judge-<id>/index.html``).
+
+Why inline SVG (like the comparison page): the page must open from disk with no network, and a
+confusion matrix, two rates and a grouped bar chart do not justify inlining 4.8 MB of plotly.
+The input is the JSON-able dict :func:`evalkit.judge.agreement.run_agreement` returns (or the
+same dict read back with :func:`evalkit.store.judgments.get_judge_run`), so a stored run renders
+the same page later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from evalkit.report.summary import TEMPLATES, fmt
+
+# What a strong judge and humans reach (MT-Bench paper, Zheng et al. 2023, expert labels).
+ANCHORS = [
+    {"who": "GPT-4 judge vs experts (MT-Bench)", "agreement": 0.66, "agreement_no_ties": 0.85, "position_consistency": 0.65},
+    {"who": "human vs human experts (MT-Bench)", "agreement": 0.63, "agreement_no_ties": 0.81, "position_consistency": None},
+]
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _ratio_label(lo: float | None, hi: float | None) -> str:
+    def r(v: float) -> str:
+        return f"{2 ** v:.2g}×"
+
+    if lo is None:
+        return f"< {r(hi)}" if hi is not None else "all"
+    if hi is None:
+        return f"> {r(lo)}"
+    return f"{r(lo)}–{r(hi)}"
+
+
+def length_chart(bias: Mapping[str, Any], width: int = 640, height: int = 220) -> dict[str, Any] | None:
+    """Grouped bars: per length-ratio bin, the rate at which ``a`` wins for the judge and the humans."""
+    bins = bias.get("bins") or []
+    if not bins or not any(b.get("n") for b in bins):
+        return None
+    plot_h, top, left = height - 50, 10, 40
+    group_w = (width - left - 10) / len(bins)
+    bars, labels = [], []
+    for i, b in enumerate(bins):
+        x0 = left + i * group_w
+        for k, (key, cls) in enumerate((("judge_a_rate", "judge"), ("human_a_rate", "human"))):
+            v = b.get(key)
+            h = plot_h * float(v) if _finite(v) else 0.0
+            bars.append({"x": round(x0 + 6 + k * (group_w - 12) / 2, 2), "w": round((group_w - 14) / 2, 2),
+                         "y": round(top + plot_h - h, 2), "h": round(h, 2), "cls": cls,
+                         "title": f"{cls}: a wins {fmt(v)} (n={b.get('n')})"})
+        labels.append({"x": round(x0 + group_w / 2, 2), "text": _ratio_label(b.get("lo"), b.get("hi")), "n": b.get("n")})
+    grid = [{"y": round(top + plot_h * (1 - g), 2), "text": f"{g:.2g}"} for g in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    return {"width": width, "height": height, "bars": bars, "labels": labels, "grid": grid, "left": left,
+            "base": top + plot_h}
+
+
+def confusion_cells(conf: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
+    """The matrix with a background shade proportional to each cell's share of its row."""
+    rows = []
+    for row in conf.get("matrix") or []:
+        total = sum(row) or 1
+        rows.append([{"count": c, "share": c / total, "shade": round(255 - 150 * c / total)} for c in row])
+    return rows
+
+
+def render_judge(result: Mapping[str, Any], max_items: int = 300) -> str:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    r = dict(result)
+    return env.get_template("judge.html").render(
+        r=r, anchors=ANCHORS, chart=length_chart(r.get("length_bias") or {}),
+        cells=confusion_cells(r.get("confusion") or {}), items=(r.get("items") or [])[:max_items],
+        n_items=len(r.get("items") or []), fmt=fmt, pct=_pct,
+    )
+
+
+def write_judge_report(result: Mapping[str, Any], reports_dir: str = "reports") -> str:
+    """Write ``<reports_dir>/judge-<result['id']>/index.html`` and return its path."""
+    rid = str(result.get("id") or "unsaved")
+    out_dir = os.path.join(reports_dir, f"judge-{rid}")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "index.html")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(render_judge(result))
+    return path
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * float(x):.1f}%" if _finite(x) else "–"
