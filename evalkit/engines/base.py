@@ -98,3 +98,7 @@ def _load_builtin() -> None:
         import evalkit.engines.inspect.engine  # noqa: F401  (registers "inspect")
     except ImportError:
         pass
+    try:
+        import evalkit.engines.judge_engine  # noqa: F401  (registers "judge")
+    except ImportError:
+        pass

@@ -49,13 +49,18 @@ class SuiteEntry:
     temperature: float | None = None  # sampling temperature when samples > 1 (default 0.8)
     top_p: float | None = None
     ks: list[int] | None = None  # pass@k / maj@k for these k <= samples (default 1, samples)
+    judge: str | None = None  # judge engine: the judging model string (default smollm2-135m)
+    baseline: str | None = None  # judge engine: model whose greedy responses are the baseline
     seed: int = 1234
     description: str = ""
     line: int = field(default=0, compare=False)  # where the entry starts in its file
 
     def as_config(self) -> dict[str, Any]:
-        """The entry as plain data (what the suite hash covers), without its file position."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "line"}
+        """The entry as plain data (what the suite hash covers), without its file position.
+
+        Unset (None) keys are left out, so adding an optional key to the schema does not change
+        the hash of every existing suite."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "line" and getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "system_instruction": (str,), "data": (str,), "data_files": (dict,), "calibration": (bool,),
     "batch_size": (int,), "seed": (int,), "description": (str,), "samples": (int,),
     "temperature": (float, int), "top_p": (float, int), "ks": (list,),
+    "judge": (str,), "baseline": (str,),
 }
 
 
