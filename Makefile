@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.evalkit-setup
 
-.PHONY: setup system-deps eval test test-fast runs show judge-agreement clean-venv help
+.PHONY: setup system-deps eval test test-fast runs show report judge-agreement clean-venv help
 JUDGE ?= smollm2-135m
 DATA ?= $(if $(DATA_DIR),$(DATA_DIR)/preference/LLMBar_Natural.json)
 
@@ -26,18 +26,23 @@ help:
 	@echo "make eval [MODEL=... SUITE=... DATA_DIR=... LIMIT=...]   run a suite, store every sample"
 	@echo "make test                                                 the test suite (sets up .venv first)"
 	@echo "make runs | make show RUN=<id|latest>                     inspect the run store ($(STORE))"
+	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
 	@echo "make judge-agreement JUDGE=... DATA=...                   judge-vs-human agreement on labelled pairs"
 
 setup: $(STAMP)
 
-# bubblewrap: the sandbox for model-written code (evalkit/sandbox). Installed when we are root
-# and it is missing; elsewhere the sandbox falls back (see README: Sandbox) and says so.
+# Debian packages: bubblewrap (the sandbox for model-written code, evalkit/sandbox) and chromium
+# (the headless browser the report tests use). Installed when we are root and they are missing;
+# elsewhere the sandbox falls back and the browser test skips, and both say so.
+SYSTEM_PKGS := bubblewrap:bwrap chromium:chromium
 system-deps:
-	@command -v bwrap >/dev/null 2>&1 || { \
+	@missing=""; for pair in $(SYSTEM_PKGS); do command -v $${pair#*:} >/dev/null 2>&1 || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
-	      || echo "warning: could not install bubblewrap; the code sandbox will use its fallback"; \
-	  else echo "note: bubblewrap (bwrap) not installed; the code sandbox will use its fallback"; fi; }
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing (sandbox falls back / browser test skips)"; \
+	  else echo "note: not installed:$$missing (sandbox falls back / browser test skips)"; fi; fi
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
@@ -60,6 +65,9 @@ runs: setup
 
 show: setup
 	$(EVALKIT) --store $(STORE) show $(RUN)
+
+report: setup
+	$(EVALKIT) --store $(STORE) report --run $(RUN)
 
 judge-agreement: setup
 	@test -n "$(DATA)" || { echo "make judge-agreement: give DATA=<labelled pairs file>"; exit 2; }

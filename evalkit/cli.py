@@ -255,6 +255,35 @@ def cmd_judge_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clusters(args: argparse.Namespace) -> int:
+    from evalkit.analysis.clusters import cluster_run
+
+    store = _store(args)
+    result = cluster_run(store, args.run, tasks=args.tasks or None, seed=args.seed)
+    d = result.to_dict()
+    out = sys.stderr if args.json else sys.stdout
+    rows = [
+        {"cluster": c["cluster_id"], "size": c["size"], "failures": c["failures"], "error_rate": c["error_rate"],
+         "lift": c["lift"], "label": c["label"]}
+        for c in d["clusters"]
+    ]
+    rows.sort(key=lambda r: (-(r["failures"] or 0), -(r["lift"] or 0)))
+    print_table(rows, ["cluster", "size", "failures", "error_rate", "lift", "label"], out)
+    print(f"\n{len(rows)} clusters over run {result.run_id} (method {result.method}, stability ARI "
+          f"{_fmt(result.stability)}); stored in {store.path}", file=out)
+    if args.json:
+        print(json.dumps(d, default=str))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evalkit.report.run_report import write_run_report
+
+    path = write_run_report(_store(args), args.run, args.reports_dir, recluster=args.recluster)
+    print(f"report: {path}")
+    return 0
+
+
 def _time(ts: float) -> str:
     import time
 
@@ -333,6 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--reports-dir", default="reports")
     j.add_argument("--json", action="store_true")
     j.set_defaults(func=cmd_judge_agreement)
+
+    cl = sub.add_parser("clusters", help="embed, reduce and cluster a run's samples into labelled error slices")
+    cl.add_argument("--run", default="latest", help="run id, prefix or 'latest'")
+    cl.add_argument("--tasks", nargs="*", default=None, help="entries/tasks to cluster (default: all)")
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_clusters)
+
+    rp = sub.add_parser("report", help="write the run's HTML report folder (summary, calibration, error clusters)")
+    rp.add_argument("--run", default="latest", help="run id, prefix or 'latest'")
+    rp.add_argument("--reports-dir", default="reports")
+    rp.add_argument("--recluster", action="store_true", help="recompute clusters even if stored")
+    rp.set_defaults(func=cmd_report)
 
     c = sub.add_parser("score", help="score a file of precomputed responses with the suite's scorer")
     c.add_argument("--task", required=True, choices=["ifeval", "gsm8k", "humaneval"])

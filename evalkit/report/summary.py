@@ -1,4 +1,6 @@
-"""The run summary page written by every ``evalkit eval`` (``reports/<run_id>/index.html``)."""
+"""The run index page (``reports/<run_id>/index.html``), written by every ``evalkit eval`` and by
+``evalkit report``: summary and per-task metrics with stderr, reliability diagrams for
+calibrated multiple-choice entries, and links to the run's other pages (see ``links.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from evalkit.report.links import BEGIN, END, read_page_links, render_links
 from evalkit.store import RunStore
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -26,15 +29,26 @@ def entry_metrics(store: RunStore, run_id: str) -> list[dict[str, Any]]:
     return [m for m in store.metrics(run_id) if m["task"] == m["entry"]]
 
 
+def environment() -> Environment:
+    """Jinja2 with autoescaping on for .html (model text is untrusted)."""
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+
+
 def write_summary(store: RunStore, run_id: str, reports_dir: str = "reports", notes: dict[str, str] | None = None) -> str:
+    """Write the run's ``index.html`` (links registered in its ``pages.json`` included); returns its path."""
+    from evalkit.report.reliability import entry_reliability
+
     run = store.get_run(run_id)
     metrics = store.metrics(run.run_id)
     summary = [m for m in metrics if m["task"] == m["entry"]]
     details = [m for m in metrics if m["task"] != m["entry"]]
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    html = env.get_template("summary.html").render(run=run, summary=summary, details=details, notes=notes or {}, fmt=fmt)
     out_dir = os.path.join(reports_dir, run.run_id)
     os.makedirs(out_dir, exist_ok=True)
+    links_html = BEGIN + render_links(read_page_links(out_dir)) + END
+    html = environment().get_template("summary.html").render(
+        run=run, summary=summary, details=details, notes=notes or {}, fmt=fmt,
+        reliability=entry_reliability(store, run.run_id), links_html=links_html,
+    )
     path = os.path.join(out_dir, "index.html")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(html)

@@ -1,0 +1,108 @@
+"""The failure-cluster page (``reports/<run_id>/clusters.html``): a 2-D map coloured by
+cluster, a sortable cluster table (label, size, error rate, lift) and each cluster's most
+central failing examples with prompt, response and expected answer.
+
+Why plotly from a sibling file: the map needs pan/zoom/hover over thousands of points, and the
+page must open from disk with no network ('cdn' breaks offline). ``plotly.min.js`` (4.8 MB) is
+written once beside the pages and loaded with a relative ``<script src>``. Model text is
+untrusted: it is autoescaped in the HTML, HTML-escaped inside hover text, and the JSON data
+block uses Jinja's ``tojson`` (which escapes ``<``, ``>``, ``&``, ``'``).
+"""
+
+from __future__ import annotations
+
+import os
+from html import escape
+from typing import Any
+
+from evalkit.analysis.clusters.result import ClusterResult
+from evalkit.analysis.clusters.texts import Item, build_item
+from evalkit.report.links import read_page_links
+from evalkit.report.summary import environment, fmt
+from evalkit.store import RunStore
+from evalkit.store.sqlite import RunRow
+
+PLOTLY_FILE = "plotly.min.js"
+TEXT_CHARS = 4000
+# 20 well-separated colours (D3 category20 order, pairs split) so neighbouring ids differ
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
+           "#393b79", "#637939"]
+OUTLIER_COLOUR = "#9a9a9a"
+
+
+def ensure_plotly_js(out_dir: str) -> str:
+    """Write plotly's bundled JS beside the pages (once; rewritten if it differs). Returns the file name."""
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs()
+    path = os.path.join(out_dir, PLOTLY_FILE)
+    if not (os.path.isfile(path) and os.path.getsize(path) == len(js.encode("utf-8"))):
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(js)
+        os.replace(tmp, path)
+    return PLOTLY_FILE
+
+
+def page_context(store: RunStore, run: RunRow, result: ClusterResult | None) -> dict[str, Any]:
+    """Everything the template shows, as plain JSON-able data."""
+    if result is None:
+        return {"clusters": [], "traces": [], "n_points": 0}
+    items: dict[tuple[str, str, int], Item] = {}
+    for s in store.samples(run.run_id):
+        it = build_item(s)
+        if it is not None:
+            items[it.key] = it
+    ordered = sorted(result.clusters, key=lambda c: (c.is_outliers, -(c.lift or 0.0), -c.size, c.cluster_id))
+    colour = {c.cluster_id: (OUTLIER_COLOUR if c.is_outliers else PALETTE[c.cluster_id % len(PALETTE)]) for c in result.clusters}
+    clusters = []
+    for c in ordered:
+        examples = []
+        for ex in c.examples:
+            it = items.get((ex["entry"], ex["task"], int(ex["doc_id"])))
+            if it is not None:
+                examples.append({"entry": it.entry, "task": it.task, "doc_id": it.doc_id, "distance": ex["distance"],
+                                 "prompt": _cut(it.instruction), "response": _cut(it.response), "expected": _cut(it.expected)})
+        clusters.append({
+            "id": c.cluster_id, "label": c.label, "size": c.size, "failures": c.failures, "error_rate": c.error_rate,
+            "base_rate": c.base_rate, "lift": c.lift, "outliers": c.is_outliers, "colour": colour[c.cluster_id],
+            "tasks": ", ".join(f"{t} {n}" for t, n in list(c.task_mix.items())[:4]) + (" …" if len(c.task_mix) > 4 else ""),
+            "task_mix": c.task_mix, "tag_mix": c.tag_mix, "terms": c.terms, "examples": examples,
+            "top_tags": ", ".join(f"{t} {v['failed']}/{v['n']}" for t, v in list(c.tag_mix.items())[:3]),
+        })
+    traces = []
+    for c in ordered:
+        pts = result.members_of(c.cluster_id)
+        hover = []
+        for m in pts:
+            it = items.get((m.entry, m.task, m.doc_id))
+            head = f"<b>{escape(m.task)} #{m.doc_id}</b> — {'FAIL' if m.failed else 'pass'}"
+            hover.append(f"{head}<br>{escape(c.label[:80])}<br>{escape(_cut(it.instruction, 110) if it else '')}")
+        traces.append({
+            "type": "scatter", "mode": "markers", "name": f"{c.cluster_id}: {c.label[:48]}",
+            "x": [m.x for m in pts], "y": [m.y for m in pts], "text": hover, "hoverinfo": "text",
+            "marker": {"color": colour[c.cluster_id], "size": 8, "opacity": 0.8,
+                       "symbol": ["x" if m.failed else "circle" for m in pts]},
+        })
+    return {"clusters": clusters, "traces": traces, "n_points": len(result.members)}
+
+
+def write_clusters_page(store: RunStore, run: RunRow, result: ClusterResult | None, out_dir: str,
+                        problem: str | None = None) -> str:
+    """Write ``clusters.html`` (and ``plotly.min.js``) into ``out_dir``; returns the page path."""
+    os.makedirs(out_dir, exist_ok=True)
+    plotly_src = ensure_plotly_js(out_dir)
+    ctx = page_context(store, run, result)
+    html = environment().get_template("clusters.html").render(
+        run=run, r=result, problem=problem, fmt=fmt, plotly_src=plotly_src, links=read_page_links(out_dir), **ctx,
+    )
+    path = os.path.join(out_dir, "clusters.html")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(html)
+    return path
+
+
+def _cut(text: str, n: int = TEXT_CHARS) -> str:
+    text = str(text or "")
+    return text if len(text) <= n else text[:n] + f"… [{len(text) - n} more characters]"

@@ -1,0 +1,54 @@
+"""``evalkit report``: one self-contained folder per run, ``reports/<run_id>/``.
+
+  index.html      summary and per-task metrics with stderr, reliability diagrams, page links
+  clusters.html   failure clusters: 2-D map, sortable table, central failing examples
+  plotly.min.js   plotly's bundle, shared by the pages in the folder (no CDN: works offline)
+  pages.json      the index's extra page links (other pages register with ``links.add_page_link``)
+
+The run's latest stored clustering is used; when it has none (or ``recluster``) the run is
+clustered first and the clustering stored. This supersedes ``write_summary`` (same index page,
+plus the cluster page and its link).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from evalkit.analysis.clusters import ClusterResult, cluster_run, load_clusters
+from evalkit.errors import EvalkitError
+from evalkit.report.clusters_page import write_clusters_page
+from evalkit.report.links import add_page_link
+from evalkit.report.summary import write_summary
+from evalkit.store import RunStore
+
+
+def write_run_report(
+    store: RunStore,
+    run_ref: str,
+    reports_dir: str = "reports",
+    *,
+    recluster: bool = False,
+    tasks: Sequence[str] | None = None,
+    seed: int = 0,
+    clusters: ClusterResult | None = None,
+    notes: dict[str, str] | None = None,
+) -> str:
+    """Write ``<reports_dir>/<run_id>/`` (index + clusters page) and return the index path."""
+    run = store.get_run(run_ref)
+    out_dir = os.path.join(reports_dir, run.run_id)
+    result, problem = clusters, None
+    if result is None and not recluster:
+        result = load_clusters(store, run.run_id)
+        if result is not None and tasks and sorted(result.tasks or []) != sorted(tasks):
+            result = None  # stored clustering covers other tasks
+    if result is None:
+        try:
+            result = cluster_run(store, run.run_id, tasks=tasks, seed=seed)
+        except EvalkitError as exc:  # e.g. a run with no scored samples: still write the pages
+            problem = str(exc)
+    write_clusters_page(store, run, result, out_dir, problem)
+    note = (f"{len(result.clusters)} clusters of {result.n_samples} samples ({result.n_failures} failing)"
+            if result is not None else "no clusters")
+    add_page_link(out_dir, "Failure clusters", "clusters.html", note)
+    return write_summary(store, run.run_id, reports_dir, notes)
