@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from evalkit.data.validate import sha256_file
 from evalkit.errors import EvalkitError
 from evalkit.judge.engine import Pair
 
@@ -63,7 +64,7 @@ def read_pairs(data_path: str | list[str], *, seed: int = 0, limit: int | None =
     for path in paths:
         fmt, rows, skipped = _read_file(path, seed)
         info.formats[path] = fmt
-        info.sha256[path] = _sha256(path)
+        info.sha256[path] = sha256_file(path)
         info.skipped += skipped
         items += rows
     if limit is not None:
@@ -229,9 +230,3 @@ def _hh(row: dict[str, Any], where: str, seed: int, line: int) -> tuple[Pair, st
 _ROW = {"llmbar": _llmbar, "generic": _generic, "hh-rlhf": _hh}
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
+from evalkit.data.validate import sha256_file
 from evalkit.engines.base import FrozenEntry, ModelHandle, RunContext, register_engine
 from evalkit.errors import EvalkitError
 from evalkit.suite.config import SuiteEntry
@@ -32,14 +33,6 @@ DEFAULT_SAMPLING_TEMPERATURE = 0.8
 DEFAULT_MAX_TOKENS = 384
 _GEN_KWARGS = ("max_gen_toks",)
 _UNSUPPORTED = ("num_fewshot", "data", "data_files", "system_instruction", "fewshot_as_multiturn")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def humaneval_config(entry: SuiteEntry, limit: int | None) -> dict[str, Any]:
@@ -107,7 +100,7 @@ class InspectEngine:
         config = humaneval_config(entry, limit)
         note = f"{config['num_problems']}/164 HumanEval problems" if config["num_problems"] < 164 else ""
         return FrozenEntry(entry=entry, limit=limit, configs={entry.task: config}, canonical={entry.task: config},
-                           files={HUMAN_EVAL: _sha256(HUMAN_EVAL)}, source="local", note=note)
+                           files={HUMAN_EVAL: sha256_file(HUMAN_EVAL)}, source="local", note=note)
 
     def run(self, frozen: FrozenEntry, model: ModelHandle, ctx: RunContext) -> None:
         import inspect_ai
