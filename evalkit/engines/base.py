@@ -8,6 +8,7 @@ by name (``engine:`` in a suite entry); the runner knows nothing engine-specific
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,7 +61,9 @@ class ModelHandle:
         from evalkit.models.lmeval_lm import build_lm
 
         loaded = None if self.spec.kind in ("openai", "vllm") else self.hf
-        return build_lm(self.spec, loaded=loaded, batch_size=self.batch_size, dtype=self.dtype, device=self.device)
+        backend = os.environ.get("EVALKIT_LM_BACKEND", "fast")  # "hf": lm-eval's stock scheduler
+        return build_lm(self.spec, loaded=loaded, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
+                        backend=backend)
 
 
 class Engine(Protocol):

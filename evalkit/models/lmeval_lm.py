@@ -2,7 +2,8 @@
 
 :func:`build_lm` turns a :class:`ModelSpec` into an lm-eval ``LM``: local and hub weights are
 loaded once by :mod:`evalkit.models.loader` (dtype/thread policy, GGUF conversion, PEFT merge)
-and handed to lm-eval's own HF backend, so prompts, batching and scoring stay lm-eval's.
+and handed to evalkit's :class:`~evalkit.models.fastlm.FastLM` (lm-eval's HF backend with a faster
+scheduler: shared-prefix reuse, continuous batching), so prompts and scoring stay lm-eval's.
 ``openai:`` maps to lm-eval's ``local-completions``; ``vllm:`` to lm-eval's ``vllm`` backend
 (GPU only). The ``evalkit`` name is also registered with lm-eval, so
 ``lm_eval --model evalkit --model_args model=smollm2-135m`` uses the same layer.
@@ -48,8 +49,14 @@ def build_lm(
     batch_size: int = 8,
     dtype: str | None = "auto",
     device: str | None = "auto",
+    backend: str = "fast",
 ) -> Any:
+    """An lm-eval LM for ``spec``. Local/hub weights get evalkit's :class:`FastLM` (``backend="fast"``,
+    the default) or lm-eval's stock ``HFLM`` (``backend="hf"``, for comparisons and as an escape hatch)."""
     from lm_eval.api.registry import get_model
+
+    if backend not in ("fast", "hf"):
+        raise EvalkitError(f"unknown lm-eval backend '{backend}' (choose fast or hf)")
 
     if spec.kind == "openai":
         return get_model("local-completions").create_from_arg_obj(openai_model_args(spec, batch_size))
@@ -60,7 +67,10 @@ def build_lm(
     loaded = loaded or load_causal_lm(spec, dtype=dtype, device=device)
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size, max_batch_size=batch_size)
+    from evalkit.models.fastlm import FastLM
+
+    cls = FastLM if backend == "fast" else HFLM
+    return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size, max_batch_size=batch_size)
 
 
 def _register() -> None:
@@ -70,7 +80,7 @@ def _register() -> None:
 
     @register_model("evalkit")
     class EvalkitLM(LM):  # a factory: lm-eval only ever calls the classmethods below
-        """lm-eval entry point: ``--model evalkit --model_args model=<MODEL>,batch_size=8``."""
+        """lm-eval entry point: ``--model evalkit --model_args model=<MODEL>[,backend=fast|hf][,dtype=...]``."""
 
         def loglikelihood(self, requests):  # pragma: no cover - never instantiated
             raise NotImplementedError
@@ -97,6 +107,7 @@ def _register() -> None:
                 batch_size=int(bs) if str(bs).isdigit() else 8,
                 dtype=arg_dict.get("dtype", "auto"),
                 device=arg_dict.get("device", extra.get("device") or "auto"),
+                backend=str(arg_dict.get("backend", "fast")),
             )
 
 

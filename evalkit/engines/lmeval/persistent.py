@@ -59,7 +59,10 @@ class PersistentLM(LM):
         self.store = store
         self.run_id = run_id
         self.namespace = namespace
-        self.chunk_sizes = {**CHUNK, **(chunk_sizes or {})}
+        # a backend that schedules its own batches asks for bigger chunks (more to share per call)
+        preferred = getattr(inner, "request_chunks", None)
+        self.chunk_sizes = {**CHUNK, **(preferred if isinstance(preferred, dict) else {}), **(chunk_sizes or {})}
+        self.prefix_order = bool(getattr(inner, "prefers_prefix_order", False) is True)
         if os.environ.get("EVALKIT_REQUEST_CHUNK"):  # finer commits (tests, very slow models)
             self.chunk_sizes = {k: int(os.environ["EVALKIT_REQUEST_CHUNK"]) for k in self.chunk_sizes}
         self.progress = progress
@@ -114,9 +117,13 @@ class PersistentLM(LM):
             keys.append(f"{self.namespace}|{method}|{h}|{seen[h]}")
         return keys
 
-    @staticmethod
-    def _order(method: str, requests: list[Any]) -> list[int]:
-        """Longest first (as lm-eval's HF backend batches); same-context requests stay adjacent."""
+    def _order(self, method: str, requests: list[Any]) -> list[int]:
+        """Longest first (as lm-eval's HF backend batches); same-context requests stay adjacent.
+
+        For a prefix-sharing backend, lexicographic by context instead, so requests sharing a
+        few-shot prompt land in the same chunk."""
+        if self.prefix_order:
+            return sorted(range(len(requests)), key=lambda i: (str(requests[i].args[0]), i))
 
         def length(i: int) -> int:
             args = requests[i].args
