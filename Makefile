@@ -18,7 +18,8 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.evalkit-setup
 
-.PHONY: setup system-deps eval test test-fast runs show report judge-agreement clean-venv help
+.PHONY: setup system-deps eval test test-fast runs show report judge-agreement bench clean-venv help
+BENCH_ARGS ?=
 JUDGE ?= smollm2-135m
 DATA ?= $(if $(DATA_DIR),$(DATA_DIR)/preference/LLMBar_Natural.json)
 
@@ -28,6 +29,7 @@ help:
 	@echo "make runs | make show RUN=<id|latest>                     inspect the run store ($(STORE))"
 	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
 	@echo "make judge-agreement JUDGE=... DATA=...                   judge-vs-human agreement on labelled pairs"
+	@echo "make bench [BENCH_ARGS=...]                               evalkit's backend vs stock lm-eval -> bench/RESULTS.md"
 
 setup: $(STAMP)
 
@@ -75,6 +77,9 @@ judge-agreement: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	OMP_WAIT_POLICY=PASSIVE $(PY) bench/compare_lmeval.py $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(BENCH_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
