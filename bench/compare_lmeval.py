@@ -121,7 +121,7 @@ def agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any
                            "kind": None, "rate": None, "max_abs_dll": None, "tied_max": None, "disagree": []}
     if not common:
         return out
-    same = 0
+    same, same_ties = 0, 0
     mc = "lls" in ia[common[0]]
     out["kind"] = "mc" if mc else "gen"
     max_dll, tied = 0.0, 0
@@ -132,6 +132,8 @@ def agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any
             ok = len(la) == len(lb) and _argmax(la) == _argmax(lb)
             if len(la) == len(lb):
                 max_dll = max(max_dll, max(abs(x - y) for x, y in zip(la, lb)))
+                # tie-tolerant: one arm's pick is among the other's (exactly) tied maxima
+                same_ties += ok or la[_argmax(lb)] == max(la) or lb[_argmax(la)] == max(lb)
             tied += la.count(max(la)) > 1 or lb.count(max(lb)) > 1
         else:
             ok = ra["text"].encode() == rb["text"].encode()
@@ -141,6 +143,7 @@ def agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any
     out["rate"] = same / len(common)
     if mc:
         out["max_abs_dll"], out["tied_max"] = max_dll, tied
+        out["rate_ties"] = same_ties / len(common)
     return out
 
 
@@ -191,7 +194,9 @@ def agreement_label(agr: dict[str, Any] | None) -> str:
     if not agr or agr.get("rate") is None:
         return "—"
     if agr["kind"] == "mc":
-        return f"argmax {agr['rate']:.2%} (max \\|Δ loglik\\| {agr['max_abs_dll']:.3g}; {agr['tied_max']} docs with a tied max)"
+        ties = f"; {agr['rate_ties']:.2%} if a pick among the other arm's tied maxima counts" if "rate_ties" in agr else ""
+        return (f"argmax {agr['rate']:.2%} (max \\|Δ loglik\\| {agr['max_abs_dll']:.3g}; {agr['tied_max']} docs with a tied max"
+                f"{ties})")
     return f"text identical {agr['rate']:.2%}"
 
 
@@ -232,7 +237,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
               f"- date: {rep['date']}",
               f"- machine: {env['cpu']}, {env['cores']} cores, torch threads {env.get('torch_threads', '?')}",
               f"- versions: torch {env['torch']}, transformers {env['transformers']}, lm_eval {env['lm_eval']}",
-              f"- model: {rep['model']} (bf16, cpu); seeds {rep['seed']}; repeats {rep['repeats']} "
+              f"- model: {rep['model']} ({rep.get('dtype', 'bfloat16')}, cpu); seeds {rep['seed']}; repeats {rep['repeats']} "
               f"(arm order per task: {', '.join(arm_order(rep['repeats']))}); each arm in its own subprocess, "
               "only `simple_evaluate` timed",
               f"- limits: MMLU {rep['limits'].get('mmlu') or 'all'} per subject ({rep.get('mmlu_subjects', '?')} subjects, 5-shot), "
@@ -259,7 +264,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
                   for r in rep["rows"]), ""]
     floors = [(r["task"], f) for r in rep["rows"] for f in r.get("noise_floor") or []]
     if floors:
-        lines += ["### bf16 noise floor (probe subset: stock vs itself at other batch sizes, and vs evalkit)", "",
+        lines += [f"### {rep.get('dtype', 'bfloat16')} noise floor (probe subset: stock vs itself at other batch sizes, and vs evalkit)", "",
                   "| task | pair | n | agreement |", "|---|---|---|---|"]
         lines += [f"| {t} | {f['pair']} | {f['n']} | {f['label']} |" for t, f in floors]
         lines.append("")
@@ -314,12 +319,12 @@ def worker_eval(job: dict[str, Any]) -> dict[str, Any]:
     if job["arm"] == "stock":
         from lm_eval.models.huggingface import HFLM
 
-        lm = HFLM(pretrained=job["model_dir"], dtype="bfloat16", batch_size=job["batch_size"], device="cpu")
+        lm = HFLM(pretrained=job["model_dir"], dtype=job["dtype"], batch_size=job["batch_size"], device="cpu")
     else:
         import evalkit.models.lmeval_lm  # noqa: F401  (registers the "evalkit" model name)
         from lm_eval.api.registry import get_model
 
-        lm = get_model("evalkit").create_from_arg_string(f"model={job['model']},dtype=bfloat16", {"device": "cpu"})
+        lm = get_model("evalkit").create_from_arg_string(f"model={job['model']},dtype={job['dtype']}", {"device": "cpu"})
     load_s = time.perf_counter() - t0
     stats0 = getattr(lm, "stats", None)
     stats0 = dict(stats0) if isinstance(stats0, dict) else None
@@ -458,6 +463,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-gsm8k-limit", type=int, default=16)
     p.add_argument("--probe-timeout", type=float, default=900.0, help="seconds per probe subprocess")
     p.add_argument("--skip-probe", action="store_true", help="no probe: stock uses the first of --stock-batch-sizes")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                   help="both arms' weights and activations (float32: the exactness check, free of bf16 rounding noise)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mem-limit-gb", type=float, default=12.0, help="address-space cap per worker (0: none)")
@@ -494,10 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     probe_limits = {"mmlu": args.probe_mmlu_limit, "gsm8k": args.probe_gsm8k_limit}
     workdir = tempfile.mkdtemp(prefix="compare_lmeval_")
     print(f"model {args.model} ({model_dir}); worker logs in {workdir}", flush=True)
-    base = {"kind": "eval", "model": args.model, "model_dir": model_dir, "seed": args.seed, "mem_gb": args.mem_limit_gb}
+    base = {"kind": "eval", "model": args.model, "model_dir": model_dir, "seed": args.seed, "mem_gb": args.mem_limit_gb,
+            "dtype": args.dtype}
     rep: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "env": environment(),
                            "command": shlex.join(["OMP_WAIT_POLICY=PASSIVE", "python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-                           "model": args.model, "seed": args.seed, "repeats": args.repeats, "limits": limits,
+                           "model": args.model, "dtype": args.dtype, "seed": args.seed, "repeats": args.repeats, "limits": limits,
                            "probe_limits": probe_limits, "mmlu_subjects": len(configs.get("mmlu", {})) or None,
                            "probe": [], "chosen": {}, "rows": [], "compute": {}}
 

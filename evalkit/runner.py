@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -85,9 +86,11 @@ def run_suite(settings: EvalSettings, store: RunStore) -> RunResult:
     device = resolve_device(settings.device) if spec.kind not in ("openai",) else "remote"
     dtype = resolve_dtype(settings.dtype, device) if device != "remote" else "remote"
     weights = resolve_weights(spec)
+    lm_backend = os.environ.get("EVALKIT_LM_BACKEND", "fast")  # cached answers of two schedulers never mix
     run_settings = {"limit": settings.limit, "dtype": dtype, "device": device, "batch_size": settings.batch_size,
-                    "data_dir": settings.data_dir}
-    identity_blob = json.dumps([weights.weights_hash, frozen.suite_hash, dtype, settings.batch_size], sort_keys=True)
+                    "data_dir": settings.data_dir, "lm_backend": lm_backend}
+    identity_blob = json.dumps([weights.weights_hash, frozen.suite_hash, dtype, settings.batch_size, lm_backend],
+                               sort_keys=True)
     identity = hashlib.sha256(identity_blob.encode()).hexdigest()[:24]
     run_id = store.find_resumable(identity)
     resumed = run_id is not None
