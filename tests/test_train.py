@@ -1,0 +1,65 @@
+"""A training round through TRL + PEFT on a tiny random Llama (real tokenizer): SFT, DPO, SFT+DPO, merge."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from evalkit.errors import EvalkitError
+from trainloop.train import TrainConfig, merge_adapter, sft_rows, train_round
+
+WORDS = ["red", "blue", "green", "pink"]
+SFT = [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]} for w in WORDS]
+DPO = [{"prompt": [{"role": "user", "content": f"say {w}"}], "chosen": [{"role": "assistant", "content": w}],
+        "rejected": [{"role": "assistant", "content": w.upper()}]} for w in WORDS[:2]]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> str:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from evalkit.models.loader import resolve_weights
+    from evalkit.models.spec import parse_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_weights(parse_model("smollm2-135m")).source)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    folder = str(tmp_path_factory.mktemp("base"))
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_sft_rows_are_prompt_completion() -> None:
+    assert sft_rows(SFT[:1]) == [{"prompt": [SFT[0]["messages"][0]], "completion": [SFT[0]["messages"][1]]}]
+    with pytest.raises(EvalkitError, match="assistant"):
+        sft_rows([{"messages": [{"role": "user", "content": "x"}]}])
+
+
+def test_method_and_data_checks(base, tmp_path) -> None:
+    with pytest.raises(EvalkitError, match="not one of"):
+        TrainConfig(method="ppo")
+    with pytest.raises(EvalkitError, match="no DPO pairs"):
+        train_round(base, SFT, [], str(tmp_path / "a"), TrainConfig(method="sft+dpo", max_steps=1))
+
+
+def test_sft_then_dpo_saves_one_adapter_that_merges(base, tmp_path) -> None:
+    cfg = TrainConfig(method="sft+dpo", max_steps=2, batch_size=2, lora_r=4, lora_alpha=8, bf16=False)
+    res = train_round(base, SFT, DPO, str(tmp_path / "ad"), cfg)
+    assert [s["stage"] for s in res.stages] == ["sft", "dpo"] and res.steps == 4
+    assert [c["step"] for c in res.loss_curve] == [1, 2, 3, 4]
+    assert all(c["loss"] > 0 for c in res.loss_curve)
+    files = set(os.listdir(res.adapter_dir))
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= files
+    assert not {"ref", "_sft", "_dpo"} & files
+    merged = merge_adapter(base, res.adapter_dir, str(tmp_path / "merged"))
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(merged)
+    b = AutoModelForCausalLM.from_pretrained(base)
+    diff = sum((p - q).abs().sum().item() for p, q in zip(m.parameters(), b.parameters()))
+    assert diff > 0  # the adapter changed the weights
