@@ -18,8 +18,13 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.evalkit-setup
 
-.PHONY: setup system-deps eval test test-fast runs show report judge-agreement bench clean-venv help
+.PHONY: setup system-deps eval test test-fast runs show report judge-agreement bench loop clean-venv help
 BENCH_ARGS ?=
+# make loop: SUITE defaults to the loop's demo suite unless given on the command line
+LOOP_SUITE = $(if $(filter command line environment,$(origin SUITE)),$(SUITE),loop-demo)
+TARGET ?= ifeval
+ROUNDS ?= 2
+METHOD ?= auto
 JUDGE ?= smollm2-135m
 DATA ?= $(if $(DATA_DIR),$(DATA_DIR)/preference/LLMBar_Natural.json)
 
@@ -30,6 +35,7 @@ help:
 	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
 	@echo "make judge-agreement JUDGE=... DATA=...                   judge-vs-human agreement on labelled pairs"
 	@echo "make bench [BENCH_ARGS=...]                               evalkit's backend vs stock lm-eval -> bench/RESULTS.md"
+	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL=]   eval -> clusters -> data -> LoRA -> gated promotion"
 
 setup: $(STAMP)
 
@@ -77,6 +83,11 @@ judge-agreement: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+loop: setup
+	$(EVALKIT) --store $(STORE) loop --model "$(MODEL)" --suite "$(LOOP_SUITE)" --target "$(TARGET)" \
+		--rounds $(ROUNDS) --method "$(METHOD)" $(if $(STRATEGY),--strategy "$(STRATEGY)") $(if $(POOL),--pool "$(POOL)") \
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) $(if $(LOOP_CONFIG),--config "$(LOOP_CONFIG)")
 
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) bench/compare_lmeval.py $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(BENCH_ARGS)

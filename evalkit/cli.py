@@ -284,6 +284,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loop(args: argparse.Namespace) -> int:
+    from trainloop.config import load_config
+    from trainloop.loop import run
+
+    cfg = load_config(args.config, {
+        "model": args.model, "suite": args.suite, "targets": args.target, "rounds": args.rounds, "method": args.method,
+        "strategies": args.strategy, "pool": args.pool, "data_dir": args.data_dir, "limit": args.limit, "seed": args.seed,
+    })
+    outcome, report = run(cfg, _store(args), args.reports_dir)
+    ran = ", ".join(f"r{r}:{s}" for r, s in outcome.ran) or "nothing (all steps were stored)"
+    print(f"loop {outcome.loop_id}: ran {ran}")
+    print(f"loop report: {report}")
+    if args.json:
+        print(json.dumps({"loop_id": outcome.loop_id, "report": report, "ran": outcome.ran, "reused": outcome.reused}))
+    return 0
+
+
 def _time(ts: float) -> str:
     import time
 
@@ -375,6 +392,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--reports-dir", default="reports")
     rp.add_argument("--recluster", action="store_true", help="recompute clusters even if stored")
     rp.set_defaults(func=cmd_report)
+
+    lp = sub.add_parser("loop", help="eval -> failure clusters -> counterexample data -> LoRA SFT/DPO -> gated promotion")
+    lp.add_argument("--config", help="loop settings YAML (keys of trainloop.config.LoopConfig); flags override it")
+    lp.add_argument("--model", help="starting model (default smollm2-135m)")
+    lp.add_argument("--suite", help="frozen suite the loop measures every round on (default loop-demo)")
+    lp.add_argument("--target", help="comma-separated suite entries to improve (default ifeval)")
+    lp.add_argument("--rounds", type=int, help="training rounds after round 0 (default 2); more rounds continue a loop")
+    lp.add_argument("--method", help="auto | sft | dpo | sft+dpo")
+    lp.add_argument("--strategy", help="comma-separated: auto | self | pool")
+    lp.add_argument("--pool", help="JSONL training pool for the pool strategy")
+    lp.add_argument("--data-dir", default=os.environ.get("EVALKIT_DATA_DIR"), help="local mirror of the datasets")
+    lp.add_argument("--limit", type=int, help="cap every suite entry at N samples (smoke runs)")
+    lp.add_argument("--seed", type=int)
+    lp.add_argument("--reports-dir", default="reports")
+    lp.add_argument("--json", action="store_true")
+    lp.set_defaults(func=cmd_loop)
 
     c = sub.add_parser("score", help="score a file of precomputed responses with the suite's scorer")
     c.add_argument("--task", required=True, choices=["ifeval", "gsm8k", "humaneval"])

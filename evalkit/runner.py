@@ -39,6 +39,7 @@ class EvalSettings:
     device: str = "auto"
     batch_size: int = 8
     progress: bool = True
+    reuse_complete: bool = False  # return an existing complete run of this exact model + suite (the loop)
 
 
 @dataclass
@@ -92,6 +93,9 @@ def run_suite(settings: EvalSettings, store: RunStore) -> RunResult:
     identity_blob = json.dumps([weights.weights_hash, frozen.suite_hash, dtype, settings.batch_size, lm_backend],
                                sort_keys=True)
     identity = hashlib.sha256(identity_blob.encode()).hexdigest()[:24]
+    if settings.reuse_complete and (done := store.find_complete(identity)):
+        return RunResult(run_id=done, suite_hash=frozen.suite_hash, resumed=True, metrics=store.metrics(done),
+                         notes={}, seconds=time.time() - started)
     run_id = store.find_resumable(identity)
     resumed = run_id is not None
     if run_id:

@@ -146,6 +146,14 @@ class RunStore:
         ).fetchone()
         return row["run_id"] if row else None
 
+    def find_complete(self, identity: str) -> str | None:
+        """The newest complete run with this identity (same weights, suite, dtype, batch, backend)."""
+        row = self._db.execute(
+            "SELECT run_id FROM runs WHERE identity=? AND status='complete' ORDER BY created_at DESC LIMIT 1",
+            (identity,),
+        ).fetchone()
+        return row["run_id"] if row else None
+
     def create_run(
         self,
         *,

@@ -1,0 +1,131 @@
+"""What defines a loop: the model, the frozen suite, the targets, and every knob of a round.
+
+Why one dataclass, hashed: ``make loop`` with the same arguments must find the same loop and
+resume it, and *different* arguments must never silently continue an old loop. The loop id is
+a hash of everything here except ``rounds`` (asking for more rounds continues the same loop).
+Values come from defaults, then an optional YAML file (``--config``), then command-line flags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import yaml
+
+from evalkit.errors import EvalkitError
+from trainloop.gate import GateConfig
+from trainloop.train import METHODS, TrainConfig
+
+STRATEGIES = ("pool", "self")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    model: str = "smollm2-135m"
+    suite: str = "loop-demo"
+    targets: tuple[str, ...] = ("ifeval",)
+    rounds: int = 2
+    method: str = "auto"  # auto | sft | dpo | sft+dpo
+    strategies: tuple[str, ...] = ("auto",)  # auto: self for IFEval targets, pool when a pool is given
+    pool: str | None = None  # JSONL training pool for the pool strategy
+    budget: int = 200  # pool rows per round
+    self_prompts: int = 150  # new prompts per round for the self strategy
+    self_k: int = 4
+    self_temperature: float = 0.8
+    self_max_new_tokens: int = 256
+    top_clusters: int = 8
+    decontam_ngram: int = 13
+    decontam_cosine: float = 0.9
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    kl_prompts: int = 20
+    kl_max_new_tokens: int = 48
+    data_dir: str | None = None
+    limit: int | None = None  # per-entry cap on the suite (tests, smoke runs)
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method != "auto" and self.method not in METHODS:
+            raise EvalkitError(f"loop: METHOD must be auto or one of {', '.join(METHODS)} (got '{self.method}')")
+        bad = [s for s in self.strategies if s not in STRATEGIES + ("auto",)]
+        if bad:
+            raise EvalkitError(f"loop: unknown strategy '{bad[0]}' (choose from auto, {', '.join(STRATEGIES)})")
+        if self.rounds < 1:
+            raise EvalkitError("loop: ROUNDS must be at least 1")
+        if not self.targets:
+            raise EvalkitError("loop: TARGET names no suite entry")
+
+    def identity(self) -> str:
+        d = self.to_dict()
+        d.pop("rounds")
+        return "loop-" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=list))
+
+    def resolved_strategies(self) -> tuple[str, ...]:
+        if "auto" not in self.strategies:
+            return self.strategies
+        out = []
+        if "ifeval" in self.targets or any(t.startswith("ifeval") for t in self.targets):
+            out.append("self")
+        if self.pool:
+            out.append("pool")
+        return tuple(out)
+
+
+def from_mapping(data: dict[str, Any], base: LoopConfig | None = None, where: str = "loop config") -> LoopConfig:
+    """Overlay ``data`` (YAML or flags; ``train``/``gate`` as nested maps) on ``base``."""
+    base = base or LoopConfig()
+    top = {f.name for f in fields(LoopConfig)}
+    unknown = sorted(set(data) - top)
+    if unknown:
+        raise EvalkitError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(top))})")
+    kw: dict[str, Any] = {}
+    for k, v in data.items():
+        if v is None and k not in ("pool", "data_dir", "limit"):
+            continue
+        if k == "train":
+            kw[k] = _nested(TrainConfig, base.train, v, f"{where}: train")
+        elif k == "gate":
+            kw[k] = _nested(GateConfig, base.gate, v, f"{where}: gate")
+        elif k in ("targets", "strategies"):
+            kw[k] = tuple(x.strip() for x in (v.split(",") if isinstance(v, str) else v) if str(x).strip())
+        else:
+            kw[k] = v
+    try:
+        return replace(base, **kw)
+    except TypeError as exc:
+        raise EvalkitError(f"{where}: {exc}") from exc
+
+
+def _nested(cls: type, base: Any, value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise EvalkitError(f"{where} must be a mapping")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise EvalkitError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(names))})")
+    if "target_modules" in value and isinstance(value["target_modules"], list):
+        value = {**value, "target_modules": tuple(value["target_modules"])}
+    return replace(base, **value)
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> LoopConfig:
+    cfg = LoopConfig()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise EvalkitError(f"loop config {path}: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise EvalkitError(f"loop config {path}: not valid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise EvalkitError(f"loop config {path}: expected a mapping at the top")
+        cfg = from_mapping(data, cfg, f"loop config {path}")
+    return from_mapping({k: v for k, v in overrides.items() if v is not None}, cfg, "loop arguments")

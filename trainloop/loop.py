@@ -1,0 +1,23 @@
+"""``evalkit loop``: run (or resume) a loop and write its report."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from evalkit.store.sqlite import RunStore
+from trainloop.config import LoopConfig
+from trainloop.driver import LoopOutcome, run_loop
+from trainloop.steps import Backends, LoopSteps
+
+
+def run(cfg: LoopConfig, store: RunStore, reports_dir: str = "reports", backends: Backends | None = None,
+        out: TextIO | None = None) -> tuple[LoopOutcome, str]:
+    """Rounds 0..cfg.rounds, resumable; returns the outcome and the loop report's path."""
+    from trainloop.report import write_loop_report
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    steps = LoopSteps(cfg, backends)
+    outcome = run_loop(store, cfg.identity(), cfg.to_dict(), cfg.rounds, steps.for_round, out=out or sys.stderr)
+    return outcome, write_loop_report(store, cfg.identity(), reports_dir)

@@ -1,0 +1,319 @@
+"""The loop's steps: each reads what it needs from the store and returns a JSON-able result.
+
+Round 0: ``suite`` (freeze and record the hash) → ``eval`` (the starting model) → ``clusters``.
+Round r: ``suite`` (refuse a changed suite) → ``select`` (counterexample data, decontaminated) →
+``train`` (LoRA adapter on the current model) → ``eval`` (the candidate, on the frozen suite) →
+``kl`` (candidate vs the original reference) → ``gate`` → ``promote`` (merge, or roll back) →
+``clusters`` (of the new model, only when promoted).
+
+"Current model" is derived, never held in memory: the base, replaced by the merged model of
+each promoted round (:func:`current`). The heavy parts (evaluation, training, KL, the LM used for
+sampling, the embedder) are reached through :class:`Backends` so the fast tests can swap them
+for fakes and still run every step, the store and the resume logic for real.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from trainloop.config import LoopConfig
+from trainloop.driver import RoundContext, Step, StopLoop
+from trainloop import store as ls
+
+
+# ------------------------------------------------------------------------------------ backends
+def _eval(cfg: LoopConfig, model: str, store: Any) -> dict[str, Any]:
+    from evalkit.runner import EvalSettings, run_suite
+
+    res = run_suite(EvalSettings(model=model, suite=cfg.suite, data_dir=cfg.data_dir, limit=cfg.limit,
+                                 batch_size=cfg.batch_size, reuse_complete=True), store)
+    return {"run_id": res.run_id, "suite_hash": res.suite_hash, "reused": res.resumed}
+
+
+def _suite_hash(cfg: LoopConfig) -> str:
+    from evalkit.suite import load_suite
+    from evalkit.suite.freeze import freeze
+
+    return freeze(load_suite(cfg.suite), cfg.data_dir, cfg.limit).suite_hash
+
+
+def _lm(cfg: LoopConfig, model: str) -> Any:
+    from evalkit.models.lmeval_lm import build_lm
+    from evalkit.models.spec import parse_model
+
+    return build_lm(parse_model(model), batch_size=cfg.batch_size)
+
+
+def _model_dir(model: str) -> str:
+    from evalkit.models.loader import resolve_weights
+    from evalkit.models.spec import parse_model
+
+    w = resolve_weights(parse_model(model))
+    if w.adapter:
+        raise EvalkitError(f"loop: the current model '{model}' is an adapter; train on a merged model")
+    return w.source
+
+
+def _kl(cfg: LoopConfig, policy: str, ref: str, prompts: list[str], store: Any) -> dict[str, Any]:
+    from evalkit.analysis.kl import kl_divergence
+    from evalkit.store.analyses import save_kl
+
+    res = kl_divergence(policy, ref, prompts, max_new_tokens=cfg.kl_max_new_tokens, seed=cfg.seed)
+    kid = save_kl(store, **res.store_fields())
+    return {"kl_id": kid, "mean_kl": res.mean_kl, "k1": res.k1, "k3": res.k3, "kl_stderr": res.kl_stderr,
+            "n_tokens": res.n_tokens, "method": res.method}
+
+
+def _train(model_dir: str, sft: list, dpo: list, out_dir: str, cfg: Any) -> dict[str, Any]:
+    from trainloop.train import train_round
+
+    return train_round(model_dir, sft, dpo, out_dir, cfg).to_dict()
+
+
+def _merge(base_dir: str, adapter_dir: str, out_dir: str) -> str:
+    from trainloop.train import merge_adapter
+
+    return merge_adapter(base_dir, adapter_dir, out_dir)
+
+
+def _embed() -> Callable[..., Any]:
+    from evalkit.analysis.clusters.embed import minilm_embed
+
+    return minilm_embed
+
+
+def _cluster(store: Any, run_id: str, targets: list[str], seed: int) -> Any:
+    from evalkit.analysis.clusters import cluster_run
+
+    return cluster_run(store, run_id, tasks=targets, seed=seed)
+
+
+@dataclass
+class Backends:
+    eval: Callable[[LoopConfig, str, Any], dict[str, Any]] = _eval
+    suite_hash: Callable[[LoopConfig], str] = _suite_hash
+    lm: Callable[[LoopConfig, str], Any] = _lm
+    model_dir: Callable[[str], str] = _model_dir
+    kl: Callable[[LoopConfig, str, str, list[str], Any], dict[str, Any]] = _kl
+    train: Callable[..., dict[str, Any]] = _train
+    merge: Callable[[str, str, str], str] = _merge
+    embed: Callable[[], Callable[..., Any] | None] = _embed
+    cluster: Callable[[Any, str, list[str], int], Any] = _cluster
+
+
+# --------------------------------------------------------------------------------------- state
+@dataclass
+class Current:
+    model: str
+    run_id: str
+    clusters_round: int
+    rejected_since: int = 0  # rounds rejected since the last promotion (the next round asks for more data)
+
+
+def current(ctx: RoundContext, cfg: LoopConfig) -> Current:
+    """The model a round starts from: the base, or the last promoted round's merged model."""
+    st = Current(cfg.model, ctx.result("eval", 0)["run_id"], 0)
+    for r in range(1, ctx.round):
+        p = ctx.result("promote", r)
+        if p.get("promoted"):
+            st = Current(p["model"], p["run_id"], r)
+        else:
+            st.rejected_since += 1
+    return st
+
+
+def loop_dir(ctx: RoundContext) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(ctx.store.path)), "loops", ctx.loop_id)
+
+
+def _samples_items(store: Any, run_id: str) -> list[Any]:
+    from evalkit.analysis.clusters.texts import build_items
+
+    return build_items(store.samples(run_id))[0]
+
+
+def _target_entries(cfg: LoopConfig, entries: list[str]) -> list[str]:
+    out = [e for e in entries if any(e == t or e.startswith(t + "_") for t in cfg.targets)]
+    missing = [t for t in cfg.targets if not any(e == t or e.startswith(t + "_") for e in entries)]
+    if missing:
+        raise EvalkitError(f"loop: TARGET {', '.join(missing)} is not an entry of suite '{cfg.suite}' "
+                           f"(entries: {', '.join(entries)})")
+    return out
+
+
+# ---------------------------------------------------------------------------------------- steps
+class LoopSteps:
+    def __init__(self, cfg: LoopConfig, backends: Backends | None = None) -> None:
+        self.cfg = cfg
+        self.b = backends or Backends()
+
+    def for_round(self, rnd: int) -> list[Step]:
+        if rnd == 0:
+            return [Step("suite", self.suite), Step("eval", self.eval), Step("clusters", self.clusters)]
+        return [Step("suite", self.suite), Step("select", self.select), Step("train", self.train),
+                Step("eval", self.eval), Step("kl", self.kl), Step("gate", self.gate), Step("promote", self.promote),
+                Step("clusters", self.clusters, skip=self._skip_clusters)]
+
+    # -- suite: freeze, record in round 0, refuse changes later
+    def suite(self, ctx: RoundContext) -> dict[str, Any]:
+        h = self.b.suite_hash(self.cfg)
+        loop = ls.get_loop(ctx.store, ctx.loop_id) or {}
+        recorded = loop.get("suite_hash")
+        if recorded is None:
+            ls.set_loop(ctx.store, ctx.loop_id, suite_hash=h)
+        elif recorded != h:
+            raise StopLoop(f"suite '{self.cfg.suite}' changed since round 0 (hash {recorded} -> {h}): a loop measures "
+                           "every round on one frozen suite; restore the suite (configs and data) or start a new loop")
+        return {"suite_hash": h}
+
+    # -- eval: the current model in round 0, the candidate adapter later
+    def eval(self, ctx: RoundContext) -> dict[str, Any]:
+        model = self.cfg.model if ctx.round == 0 else ctx.result("train")["adapter_dir"]
+        res = self.b.eval(self.cfg, model, ctx.store)
+        recorded = (ls.get_loop(ctx.store, ctx.loop_id) or {}).get("suite_hash")
+        if recorded and res["suite_hash"] != recorded:
+            raise StopLoop(f"the evaluation ran on suite hash {res['suite_hash']}, not the loop's {recorded}")
+        metrics = {(m["entry"], m["metric"]): m.get("value") for m in ctx.store.metrics(res["run_id"])
+                   if m["entry"] == m["task"]}
+        return {**res, "model": model, "metrics": [{"entry": e, "metric": k, "value": v} for (e, k), v in sorted(metrics.items())]}
+
+    # -- clusters of the target entries' failures
+    def clusters(self, ctx: RoundContext) -> dict[str, Any]:
+        from trainloop.targets import rank_targets
+
+        run_id = ctx.result("eval")["run_id"] if ctx.round == 0 else ctx.result("promote")["run_id"]
+        entries = sorted({m["entry"] for m in ctx.store.metrics(run_id)})
+        result = self.b.cluster(ctx.store, run_id, _target_entries(self.cfg, entries), self.cfg.seed)
+        ranked = rank_targets(result, self.cfg.targets, top=self.cfg.top_clusters)
+        return {"run_id": run_id, "clustering_id": result.clustering_id, "n_clusters": len(result.clusters),
+                "n_failures": result.n_failures, "stability": result.stability,
+                "targets": [{"cluster_id": t.cluster_id, "label": t.label, "failures": t.failures, "lift": t.lift,
+                             "keys": [list(k) for k in t.keys]} for t in ranked],
+                "tag_mix": {str(c.cluster_id): c.tag_mix for c in result.clusters}}
+
+    def _skip_clusters(self, ctx: RoundContext) -> str | None:
+        return None if ctx.result("promote").get("promoted") else "round rolled back: the current model's clusters stand"
+
+    # -- select: counterexample data from the current clusters
+    def select(self, ctx: RoundContext) -> dict[str, Any]:
+        from trainloop.decontam import DecontamConfig
+        from trainloop.targets import Target
+
+        cfg, st = self.cfg, current(ctx, self.cfg)
+        cl = ctx.result("clusters", st.clusters_round)
+        targets = [Target(t["cluster_id"], t["label"], t["failures"], t["lift"], tuple(tuple(k) for k in t["keys"]))
+                   for t in cl["targets"]]
+        if not targets:
+            raise StopLoop("no failing target samples left to learn from")
+        scale = 2 ** st.rejected_since  # a rolled-back round is retried with more data
+        base_items = _samples_items(ctx.store, ctx.result("eval", 0)["run_id"])
+        eval_texts = list(dict.fromkeys(it.instruction for it in base_items if it.instruction))
+        decontam = DecontamConfig(ngram=cfg.decontam_ngram, cosine=cfg.decontam_cosine)
+        embed = self.b.embed()
+        strategies = cfg.resolved_strategies()
+        if not strategies:
+            raise EvalkitError("loop: no counterexample strategy applies (IFEval targets use 'self'; others need a "
+                               "training pool: POOL=<jsonl>)")
+        examples: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        info: dict[str, Any] = {"targets": [t.cluster_id for t in targets], "scale": scale, "strategies": {}}
+        if "self" in strategies:
+            from trainloop.sample import SamplingConfig
+            from trainloop.strategy_self import SelfConfig, instruction_weights, self_ifeval
+
+            tag_mix = cl.get("tag_mix") or {}
+            weights, sources = instruction_weights([{"cluster_id": t.cluster_id, "tag_mix": tag_mix.get(str(t.cluster_id))}
+                                                    for t in targets])
+            if not weights:
+                raise EvalkitError("loop: the 'self' strategy needs IFEval instruction failures in the target clusters")
+            sc = SelfConfig(n_prompts=cfg.self_prompts * scale, seed=cfg.seed * 1000 + ctx.round,
+                            sampling=SamplingConfig(k=cfg.self_k, temperature=cfg.self_temperature,
+                                                    max_new_tokens=cfg.self_max_new_tokens, seed=cfg.seed + ctx.round))
+            data = self_ifeval(self.b.lm(cfg, st.model), weights, sources, sc, eval_texts, embed, decontam)
+            examples += data.examples
+            info["strategies"]["self"] = data.stats
+        if "pool" in strategies:
+            from trainloop.pool import read_pool
+            from trainloop.select_pool import select_from_pool
+
+            if not cfg.pool:
+                raise EvalkitError("loop: the 'pool' strategy needs POOL=<jsonl training pool>")
+            if embed is None:
+                raise EvalkitError("loop: the 'pool' strategy needs an embedder")
+            items = {it.key: it for it in _samples_items(ctx.store, st.run_id)}
+            texts = {t.cluster_id: [items[k].instruction for k in t.keys if k in items] for t in targets}
+            sel = select_from_pool(targets, texts, read_pool(cfg.pool), cfg.budget * scale, embed, eval_texts, decontam)
+            examples += [("sft", {"messages": s.example.messages()}, s.provenance()) for s in sel.selected]
+            info["strategies"]["pool"] = {"selected": len(sel.selected), "allotment": sel.allotment,
+                                          "decontam": sel.dropped, "short": sel.short}
+        ls.put_examples(ctx.store, ctx.loop_id, ctx.round, examples)
+        info["sft"] = sum(k == "sft" for k, _, _ in examples)
+        info["dpo"] = sum(k == "dpo" for k, _, _ in examples)
+        if not examples:
+            raise EvalkitError("loop: selection produced no training examples (see the strategy counts in the store)")
+        return info
+
+    # -- train a LoRA adapter on the current model
+    def train(self, ctx: RoundContext) -> dict[str, Any]:
+        cfg, st = self.cfg, current(ctx, self.cfg)
+        rows = ls.get_examples(ctx.store, ctx.loop_id, ctx.round)
+        sft = [r["data"] for r in rows if r["kind"] == "sft"]
+        dpo = [r["data"] for r in rows if r["kind"] == "dpo"]
+        method = cfg.method
+        if method == "auto":
+            method = "sft+dpo" if dpo and sft else ("dpo" if dpo else "sft")
+        tc = replace(cfg.train, method=method, seed=cfg.seed + ctx.round)
+        out = os.path.join(loop_dir(ctx), f"round-{ctx.round}", "adapter")
+        res = self.b.train(self.b.model_dir(st.model), sft, dpo, out, tc)
+        return {**res, "method": method, "base_model": st.model, "train_config": asdict(tc)}
+
+    # -- KL(candidate || original reference) on the target entries' prompts
+    def kl(self, ctx: RoundContext) -> dict[str, Any]:
+        items = _samples_items(ctx.store, ctx.result("eval", 0)["run_id"])
+        entries = sorted({it.entry for it in items})
+        targets = set(_target_entries(self.cfg, entries))
+        prompts = [it.instruction for it in items if it.entry in targets and it.instruction][: self.cfg.kl_prompts]
+        if not prompts:
+            raise EvalkitError("loop: no target prompts to measure KL on")
+        return self.b.kl(self.cfg, ctx.result("train")["adapter_dir"], self.cfg.model, prompts, ctx.store)
+
+    # -- gate: paired target gain, alignment tax, KL budget; plus did the targeted clusters shrink
+    def gate(self, ctx: RoundContext) -> dict[str, Any]:
+        from evalkit.analysis.paired import compare_runs
+        from evalkit.analysis.tax import alignment_tax
+        from trainloop.gate import decide
+
+        cfg, st = self.cfg, current(ctx, self.cfg)
+        cand = ctx.result("eval")["run_id"]
+        comp = compare_runs(ctx.store, st.run_id, cand, seed=cfg.seed)
+        entries = comp.entries()
+        targets = _target_entries(cfg, entries)
+        decision = decide(comp, targets, cfg.gate, ctx.result("kl").get("mean_kl"))
+        tax = alignment_tax(comp, targets, primary=cfg.gate.primary)
+        return {"promote": decision.promote, **decision.to_dict(), "run_a": st.run_id, "run_b": cand,
+                "tax": tax.to_dict(), "rows": [r.to_dict() for r in comp.rows if r.level == "entry"],
+                "clusters": self._shrink(ctx, st, cand)}
+
+    def _shrink(self, ctx: RoundContext, st: Current, cand: str) -> list[dict[str, Any]]:
+        """Each targeted cluster's failing items, re-scored on the candidate: how many still fail."""
+        cl = ctx.result("clusters", st.clusters_round)
+        after = {it.key: it.failed for it in _samples_items(ctx.store, cand)}
+        out = []
+        for t in cl["targets"]:
+            keys = [tuple(k) for k in t["keys"]]
+            still = sum(1 for k in keys if after.get(k, True))
+            out.append({"cluster_id": t["cluster_id"], "label": t["label"], "before": len(keys), "after": still})
+        return out
+
+    # -- promote (merge the adapter into the next base) or roll back
+    def promote(self, ctx: RoundContext) -> dict[str, Any]:
+        st, gate = current(ctx, self.cfg), ctx.result("gate")
+        if not gate["promote"]:
+            failed = [c["reason"] for c in gate["checks"] if not c["passed"]]
+            return {"promoted": False, "model": st.model, "run_id": st.run_id, "reasons": failed}
+        adapter = ctx.result("train")["adapter_dir"]
+        merged = self.b.merge(self.b.model_dir(st.model), adapter, os.path.join(loop_dir(ctx), f"round-{ctx.round}", "model"))
+        return {"promoted": True, "model": merged, "run_id": ctx.result("eval")["run_id"], "adapter": adapter}
