@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--suite", help="frozen suite the loop measures every round on (default loop-demo)")
     lp.add_argument("--target", help="comma-separated suite entries to improve (default ifeval)")
     lp.add_argument("--rounds", type=int, help="training rounds after round 0 (default 2); more rounds continue a loop")
-    lp.add_argument("--method", help="auto | sft | dpo | sft+dpo")
+    lp.add_argument("--method", help="auto | sft | dpo | grpo | sft+dpo")
     lp.add_argument("--strategy", help="comma-separated: auto | self | pool")
     lp.add_argument("--pool", help="JSONL training pool for the pool strategy")
     lp.add_argument("--data-dir", default=os.environ.get("EVALKIT_DATA_DIR"), help="local mirror of the datasets")

@@ -73,7 +73,7 @@ class Fakes:
         return ClusterResult(run_id, seed, targets, "hdbscan", {}, None, [], N, len(fails), {}, [cl], members,
                              clustering_id=f"c-{run_id}")
 
-    def train(self, model_dir, sft, dpo, out_dir, cfg):
+    def train(self, model_dir, sft, dpo, out_dir, cfg, grpo=()):
         os.makedirs(out_dir, exist_ok=True)
         self.trained.append((model_dir, len(sft), len(dpo), cfg.method))
         return {"adapter_dir": out_dir, "steps": 2, "seconds": 0.1, "examples": len(sft) + len(dpo), "method": cfg.method,

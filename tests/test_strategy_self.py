@@ -47,7 +47,10 @@ def test_self_ifeval_keeps_verified_samples_repairs_and_pairs() -> None:
     assert st["repaired"] == 4 and lm.calls == 8
     sft = [(d, p) for k, d, p in data.examples if k == "sft"]
     dpo = [(d, p) for k, d, p in data.examples if k == "dpo"]
-    assert len(sft) == 8 and len(dpo) == 8
+    grpo = [(d, p) for k, d, p in data.examples if k == "grpo"]
+    assert len(sft) == 8 and len(dpo) == 8 and len(grpo) == 4
+    assert grpo[0][0]["verifier"] == "ifeval" and grpo[0][0]["doc"]["instruction_id_list"] == [
+        "change_case:english_lowercase"]
     assert {p["origin"] for _, p in sft} == {"sample", "repair"}
     repaired = next(d for d, p in sft if p["origin"] == "repair")
     assert repaired["messages"][-1]["content"] == "here is my answer, loud."

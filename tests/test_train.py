@@ -63,3 +63,24 @@ def test_sft_then_dpo_saves_one_adapter_that_merges(base, tmp_path) -> None:
     b = AutoModelForCausalLM.from_pretrained(base)
     diff = sum((p - q).abs().sum().item() for p, q in zip(m.parameters(), b.parameters()))
     assert diff > 0  # the adapter changed the weights
+
+
+def test_grpo_with_the_ifeval_checker_as_reward(base, tmp_path) -> None:
+    from trainloop.ifeval_data import TOPICS, build_prompt
+    from trainloop.train import verifier_reward
+
+    p = build_prompt(TOPICS[0], ["change_case:english_lowercase"], seed=1)
+    reward = verifier_reward("ifeval")
+    import json
+
+    doc = json.dumps(p.to_doc())
+    assert reward([None, None], [[{"role": "assistant", "content": "all lower"}], [{"role": "assistant", "content": "Upper"}]],
+                  doc=[doc, doc]) == [1.0, 0.0]
+    with pytest.raises(EvalkitError, match="no GRPO verifier"):
+        verifier_reward("gsm9k")
+    rows = [{"prompt": [{"role": "user", "content": p.prompt}], "verifier": "ifeval", "doc": p.to_doc()}] * 2
+    cfg = TrainConfig(method="grpo", max_steps=1, lora_r=4, lora_alpha=8, bf16=False, grpo_generations=2,
+                      grpo_max_completion=8)
+    res = train_round(base, [], [], str(tmp_path / "g"), cfg, grpo=rows)
+    assert res.stages[0]["stage"] == "grpo" and res.steps == 1
+    assert "adapter_model.safetensors" in os.listdir(res.adapter_dir)

@@ -28,7 +28,7 @@ class LoopConfig:
     suite: str = "loop-demo"
     targets: tuple[str, ...] = ("ifeval",)
     rounds: int = 2
-    method: str = "auto"  # auto | sft | dpo | sft+dpo
+    method: str = "auto"  # auto (sft+dpo when pairs exist, else sft) | sft | dpo | grpo | sft+dpo
     strategies: tuple[str, ...] = ("auto",)  # auto: self for IFEval targets, pool when a pool is given
     pool: str | None = None  # JSONL training pool for the pool strategy
     budget: int = 200  # pool rows per round

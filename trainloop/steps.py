@@ -68,10 +68,10 @@ def _kl(cfg: LoopConfig, policy: str, ref: str, prompts: list[str], store: Any) 
             "n_tokens": res.n_tokens, "method": res.method}
 
 
-def _train(model_dir: str, sft: list, dpo: list, out_dir: str, cfg: Any) -> dict[str, Any]:
+def _train(model_dir: str, sft: list, dpo: list, out_dir: str, cfg: Any, grpo: list) -> dict[str, Any]:
     from trainloop.train import train_round
 
-    return train_round(model_dir, sft, dpo, out_dir, cfg).to_dict()
+    return train_round(model_dir, sft, dpo, out_dir, cfg, grpo).to_dict()
 
 
 def _merge(base_dir: str, adapter_dir: str, out_dir: str) -> str:
@@ -252,6 +252,7 @@ class LoopSteps:
         ls.put_examples(ctx.store, ctx.loop_id, ctx.round, examples)
         info["sft"] = sum(k == "sft" for k, _, _ in examples)
         info["dpo"] = sum(k == "dpo" for k, _, _ in examples)
+        info["grpo"] = sum(k == "grpo" for k, _, _ in examples)
         if not examples:
             raise EvalkitError("loop: selection produced no training examples (see the strategy counts in the store)")
         return info
@@ -262,12 +263,13 @@ class LoopSteps:
         rows = ls.get_examples(ctx.store, ctx.loop_id, ctx.round)
         sft = [r["data"] for r in rows if r["kind"] == "sft"]
         dpo = [r["data"] for r in rows if r["kind"] == "dpo"]
+        grpo = [r["data"] for r in rows if r["kind"] == "grpo"]
         method = cfg.method
         if method == "auto":
             method = "sft+dpo" if dpo and sft else ("dpo" if dpo else "sft")
         tc = replace(cfg.train, method=method, seed=cfg.seed + ctx.round)
         out = os.path.join(loop_dir(ctx), f"round-{ctx.round}", "adapter")
-        res = self.b.train(self.b.model_dir(st.model), sft, dpo, out, tc)
+        res = self.b.train(self.b.model_dir(st.model), sft, dpo, out, tc, grpo)
         return {**res, "method": method, "base_model": st.model, "train_config": asdict(tc)}
 
     # -- KL(candidate || original reference) on the target entries' prompts

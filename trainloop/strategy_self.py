@@ -5,7 +5,8 @@ verifiable prompts (:mod:`trainloop.ifeval_data`) → decontaminated against the
 each from the current model → the official checker. Samples passing every instruction become SFT
 data; a failing sample whose repair passes becomes SFT data too (``origin: repair``). DPO pairs
 are (passing, failing) samples of one prompt and (repair, its original) — the latter is the only
-preference signal for types the model never meets on its own.
+preference signal for types the model never meets on its own. Each kept prompt is also a GRPO
+prompt, with the checker as its reward.
 """
 
 from __future__ import annotations
@@ -95,8 +96,12 @@ def self_ifeval(lm: Any, weights: dict[str, float], sources: dict[str, list[int]
         pairs = [(g, b, "pass-vs-fail") for g, (b, _) in zip(good, bad)] + [(f, o, "repair-vs-original") for f, o in fixed]
         for chosen, rejected, origin in pairs[: config.dpo_per_prompt]:
             out.examples.append(("dpo", _pair(p.prompt, chosen, rejected), {**base, "origin": origin}))
+        # every kept prompt is also a GRPO prompt: the checker is its reward
+        out.examples.append(("grpo", {"prompt": [{"role": "user", "content": p.prompt}], "verifier": "ifeval",
+                                      "doc": p.to_doc()}, {**base, "origin": "prompt"}))
     out.stats = {"prompts": len(prompts), "decontam": report.counts(), "samples": n_pass + n_fail, "passed": n_pass,
                  "prompts_with_pass": prompts_with_pass, "repaired": n_repaired,
                  "sft": sum(k == "sft" for k, _, _ in out.examples), "dpo": sum(k == "dpo" for k, _, _ in out.examples),
+                 "grpo": sum(k == "grpo" for k, _, _ in out.examples),
                  "per_type": {k: {"pass": v[0], "fail": v[1]} for k, v in sorted(per_type.items())}}
     return out

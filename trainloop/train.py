@@ -1,4 +1,4 @@
-"""One training round with TRL + PEFT LoRA: SFT, DPO, or SFT then DPO.
+"""One training round with TRL + PEFT LoRA: SFT, DPO, SFT then DPO, or GRPO with a verifier reward.
 
 Why these choices:
 - **Completion-only loss without template surgery.** SmolLM2's chat template has no
@@ -7,6 +7,10 @@ Why these choices:
   ``SFTTrainer`` masks the prompt itself (``completion_only_loss``): same effect, any template.
 - **DPO's reference is implicit.** With a LoRA policy TRL scores the reference by disabling the
   adapter, so no second model is held in memory (``ref_model=None``).
+- **GRPO's reward is the eval's own checker** (IFEval: the fraction of a prompt's instructions
+  followed), so the policy is optimised for exactly what the suite measures on *new* prompts.
+  ~13 s per step on this CPU (4 completions x 64 tokens): a GPU method; ``vllm`` generation is
+  TRL's ``use_vllm=True`` option there.
 - **Hardware.** CPU: ``use_cpu``, no gradient checkpointing (TRL turns it on by default; on CPU it
   only costs time), bf16 autocast where the CPU has native bf16. GPU: bf16 when supported; several
   GPUs via ``accelerate launch`` (TRL/transformers read the distributed environment themselves).
@@ -16,6 +20,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -25,7 +30,7 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 
-METHODS = ("sft", "dpo", "sft+dpo")
+METHODS = ("sft", "dpo", "grpo", "sft+dpo")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class TrainConfig:
     grad_accum: int = 1
     max_length: int = 512
     beta: float = 0.1
+    grpo_learning_rate: float = 1e-5
+    grpo_generations: int = 4  # completions per prompt (the group GRPO normalises rewards over)
+    grpo_max_completion: int = 128
+    grpo_beta: float = 0.02  # KL penalty to the reference (the adapter switched off)
     seed: int = 0
     bf16: bool | None = None  # None: where the hardware has fast bf16
 
@@ -121,16 +130,38 @@ def _load(model_dir: str) -> tuple[Any, Any]:
 
 
 def _curve(log_history: list[dict[str, Any]], stage: str, offset: int) -> list[dict[str, float]]:
-    keep = ("loss", "learning_rate", "grad_norm", "rewards/accuracies", "rewards/margins")
+    keep = ("loss", "learning_rate", "grad_norm", "rewards/accuracies", "rewards/margins", "reward", "kl")
     return [{"stage": stage, "step": offset + int(h["step"]), **{k: float(h[k]) for k in keep if k in h}}
             for h in log_history if "loss" in h]
 
 
+def verifier_reward(name: str) -> Any:
+    """A TRL reward function for a named verifier (the dataset's ``doc`` column reaches it as a kwarg)."""
+    if name != "ifeval":
+        raise EvalkitError(f"no GRPO verifier named '{name}' (available: ifeval)")
+    from trainloop.ifeval_data import IfevalPrompt, check
+
+    def ifeval_reward(prompts: list[Any], completions: list[Any], doc: list[str], **_: Any) -> list[float]:
+        """Fraction of the prompt's instructions the completion follows (denser than all-or-nothing)."""
+        out = []
+        for comp, d in zip(completions, doc):
+            text = comp[-1]["content"] if isinstance(comp, list) else str(comp)
+            dd = json.loads(d)
+            p = IfevalPrompt(str(dd["key"]), dd["prompt"], tuple(dd["instruction_id_list"]), tuple(dd["kwargs"]))
+            verdict = check(p, text)
+            out.append(sum(verdict) / len(verdict) if verdict else 0.0)
+        return out
+
+    return ifeval_reward
+
+
 def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dict[str, Any]], out_dir: str,
-                cfg: TrainConfig) -> TrainResult:
-    """Train a LoRA adapter on ``model_dir`` and save it (with the tokenizer) to ``out_dir``."""
+                cfg: TrainConfig, grpo: Sequence[dict[str, Any]] = ()) -> TrainResult:
+    """Train a LoRA adapter on ``model_dir`` and save it (with the tokenizer) to ``out_dir``.
+
+    ``grpo`` rows are ``{"prompt": [messages], "verifier": name, "doc": {...}}``."""
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     stages = cfg.method.split("+")
@@ -138,6 +169,8 @@ def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dic
         raise EvalkitError("no SFT examples selected for this round")
     if "dpo" in stages and not dpo:
         raise EvalkitError("no DPO pairs selected for this round")
+    if "grpo" in stages and not grpo:
+        raise EvalkitError("no verifiable prompts selected for GRPO in this round")
     model, tok = _load(model_dir)
     t0 = time.perf_counter()
     curve: list[dict[str, float]] = []
@@ -150,6 +183,19 @@ def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dic
             data = Dataset.from_list(sft_rows(sft))
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                                  peft_config=None if _is_peft(model) else _lora(cfg))
+        elif stage == "grpo":
+            common = _common_args(cfg, stage_dir, cfg.grpo_learning_rate)
+            common.pop("max_length")
+            common["per_device_train_batch_size"] = cfg.grpo_generations  # one prompt's group per step
+            args = GRPOConfig(**common, num_generations=cfg.grpo_generations, max_completion_length=cfg.grpo_max_completion,
+                              beta=cfg.grpo_beta)
+            verifiers = {g["verifier"] for g in grpo}
+            if len(verifiers) != 1:
+                raise EvalkitError(f"GRPO rows name {len(verifiers)} verifiers; one round trains on one")
+            data = Dataset.from_list([{"prompt": g["prompt"], "doc": json.dumps(g["doc"])} for g in grpo])
+            trainer = GRPOTrainer(model=model, reward_funcs=verifier_reward(verifiers.pop()), args=args,
+                                  train_dataset=data, processing_class=tok,
+                                  peft_config=None if _is_peft(model) else _lora(cfg))
         else:
             args = DPOConfig(**_common_args(cfg, stage_dir, cfg.dpo_learning_rate), beta=cfg.beta)
             data = Dataset.from_list([{k: ex[k] for k in ("prompt", "chosen", "rejected")} for ex in dpo])
@@ -166,7 +212,8 @@ def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dic
     tok.save_pretrained(out_dir)
     for stage in stages:
         shutil.rmtree(os.path.join(out_dir, f"_{stage}"), ignore_errors=True)
-    return TrainResult(cfg.method, out_dir, steps, round(time.perf_counter() - t0, 2), len(sft) + len(dpo), curve, info)
+    return TrainResult(cfg.method, out_dir, steps, round(time.perf_counter() - t0, 2), len(sft) + len(dpo) + len(grpo),
+                       curve, info)
 
 
 def _is_peft(model: Any) -> bool:
