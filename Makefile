@@ -86,7 +86,7 @@ test: setup
 
 loop: setup
 	$(EVALKIT) --store $(STORE) loop --model "$(MODEL)" --suite "$(LOOP_SUITE)" --target "$(TARGET)" \
-		--rounds $(ROUNDS) --method "$(METHOD)" $(if $(STRATEGY),--strategy "$(STRATEGY)") $(if $(POOL),--pool "$(POOL)") \
+		--rounds $(ROUNDS) --method "$(METHOD)" $(if $(STRATEGY),--strategy "$(STRATEGY)") $(if $(POOL),--pool "$(POOL)") $(if $(TEACHER),--teacher "$(TEACHER)") \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) $(if $(LOOP_CONFIG),--config "$(LOOP_CONFIG)")
 
 bench: setup

@@ -151,3 +151,25 @@ def test_config_identity_and_validation(tmp_path) -> None:
     assert cfg.targets == ("ifeval", "mmlu") and cfg.train.lora_r == 8 and cfg.gate.tax_floor == -0.02 and cfg.rounds == 3
     assert LoopConfig(targets=("gsm8k",), pool="p.jsonl").resolved_strategies() == ("pool",)
     assert LoopConfig().resolved_strategies() == ("self",)
+
+
+def test_teacher_strategy_samples_the_teacher_with_other_prompts(tmp_path) -> None:
+    store = RunStore(str(tmp_path / "runs.sqlite"))
+    f = Fakes()
+    asked: list[str] = []
+    b = f.backends()
+    b.lm = lambda cfg, model: (asked.append(model), FakeLM())[1]
+    cfg = _cfg(rounds=1, teacher="big-teacher")
+    assert cfg.resolved_strategies() == ("self", "teacher")
+    run(cfg, store, reports_dir=str(tmp_path / "r"), backends=b, out=io.StringIO())
+    assert asked == ["base", "big-teacher"]
+    ex = ls.get_examples(store, cfg.identity(), 1)
+    by = {s: [e for e in ex if e["provenance"]["strategy"] == s] for s in ("self", "teacher")}
+    assert by["self"] and by["teacher"]
+    keys = lambda rows: {e["provenance"]["prompt_key"] for e in rows}  # noqa: E731
+    assert not keys(by["self"]) & keys(by["teacher"])
+    from evalkit.errors import EvalkitError
+
+    with pytest.raises(EvalkitError, match="needs TEACHER"):
+        run(_cfg(rounds=1, strategies="teacher"), RunStore(str(tmp_path / "other.sqlite")), reports_dir=str(tmp_path / "r"),
+            backends=b, out=io.StringIO())

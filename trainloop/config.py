@@ -19,7 +19,7 @@ from evalkit.errors import EvalkitError
 from trainloop.gate import GateConfig
 from trainloop.train import METHODS, TrainConfig
 
-STRATEGIES = ("pool", "self")
+STRATEGIES = ("pool", "self", "teacher")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class LoopConfig:
     method: str = "auto"  # auto (sft+dpo when pairs exist, else sft) | sft | dpo | grpo | sft+dpo
     strategies: tuple[str, ...] = ("auto",)  # auto: self for IFEval targets, pool when a pool is given
     pool: str | None = None  # JSONL training pool for the pool strategy
+    teacher: str | None = None  # any evalkit model form; its verified answers to new prompts (teacher strategy)
     budget: int = 200  # pool rows per round
     self_prompts: int = 150  # new prompts per round for the self strategy
     self_k: int = 4
@@ -75,6 +76,8 @@ class LoopConfig:
             out.append("self")
         if self.pool:
             out.append("pool")
+        if self.teacher and "self" in out:
+            out.append("teacher")
         return tuple(out)
 
 
@@ -87,7 +90,7 @@ def from_mapping(data: dict[str, Any], base: LoopConfig | None = None, where: st
         raise EvalkitError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(top))})")
     kw: dict[str, Any] = {}
     for k, v in data.items():
-        if v is None and k not in ("pool", "data_dir", "limit"):
+        if v is None and k not in ("pool", "teacher", "data_dir", "limit"):
             continue
         if k == "train":
             kw[k] = _nested(TrainConfig, base.train, v, f"{where}: train")

@@ -220,21 +220,28 @@ class LoopSteps:
                                "training pool: POOL=<jsonl>)")
         examples: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         info: dict[str, Any] = {"targets": [t.cluster_id for t in targets], "scale": scale, "strategies": {}}
-        if "self" in strategies:
+        for name in ("self", "teacher"):
+            if name not in strategies:
+                continue
             from trainloop.sample import SamplingConfig
             from trainloop.strategy_self import SelfConfig, instruction_weights, self_ifeval
 
+            if name == "teacher" and not cfg.teacher:
+                raise EvalkitError("loop: the 'teacher' strategy needs TEACHER=<model> (teacher: in the loop config)")
             tag_mix = cl.get("tag_mix") or {}
             weights, sources = instruction_weights([{"cluster_id": t.cluster_id, "tag_mix": tag_mix.get(str(t.cluster_id))}
                                                     for t in targets])
             if not weights:
-                raise EvalkitError("loop: the 'self' strategy needs IFEval instruction failures in the target clusters")
-            sc = SelfConfig(n_prompts=cfg.self_prompts * scale, seed=cfg.seed * 1000 + ctx.round,
+                raise EvalkitError(f"loop: the '{name}' strategy needs IFEval instruction failures in the target clusters")
+            # the teacher gets other prompts than the student (offset seed), so their data never overlaps
+            seed = cfg.seed * 1000 + ctx.round + (500 if name == "teacher" else 0)
+            sc = SelfConfig(n_prompts=cfg.self_prompts * scale, seed=seed,
                             sampling=SamplingConfig(k=cfg.self_k, temperature=cfg.self_temperature,
-                                                    max_new_tokens=cfg.self_max_new_tokens, seed=cfg.seed + ctx.round))
-            data = self_ifeval(self.b.lm(cfg, st.model), weights, sources, sc, eval_texts, embed, decontam)
+                                                    max_new_tokens=cfg.self_max_new_tokens, seed=seed))
+            lm = self.b.lm(cfg, st.model if name == "self" else str(cfg.teacher))
+            data = self_ifeval(lm, weights, sources, sc, eval_texts, embed, decontam, strategy=name)
             examples += data.examples
-            info["strategies"]["self"] = data.stats
+            info["strategies"][name] = data.stats
         if "pool" in strategies:
             from trainloop.pool import read_pool
             from trainloop.select_pool import select_from_pool

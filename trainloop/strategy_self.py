@@ -62,7 +62,10 @@ def _pair(prompt: str, chosen: str, rejected: str) -> dict[str, Any]:
 
 
 def self_ifeval(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], config: SelfConfig,
-                eval_texts: Sequence[str], embed: Embedder | None, decontam: DecontamConfig = DecontamConfig()) -> SelfData:
+                eval_texts: Sequence[str], embed: Embedder | None, decontam: DecontamConfig = DecontamConfig(),
+                strategy: str = "self") -> SelfData:
+    """``lm`` is the current model (``self``: rejection sampling) or a stronger one (``teacher``:
+    LLM2LLM-style, its answers kept only where the checker accepts them)."""
     out = SelfData()
     prompts = sample_prompts(weights, config.n_prompts, seed=config.seed)
     report = decontaminate([p.prompt for p in prompts], eval_texts, embed, decontam)
@@ -88,7 +91,7 @@ def self_ifeval(lm: Any, weights: dict[str, float], sources: dict[str, list[int]
                     fixed.append((r.response, o))
         n_repaired += len(fixed)
         clusters = sorted({c for iid in p.instruction_id_list for c in sources.get(iid, [])})
-        base = {"strategy": "self", "clusters": clusters, "prompt_key": p.key, "instructions": list(p.instruction_id_list),
+        base = {"strategy": strategy, "clusters": clusters, "prompt_key": p.key, "instructions": list(p.instruction_id_list),
                 "kwargs": [dict(k) for k in p.kwargs]}
         sft = [(g, "sample") for g in good] + [(f, "repair") for f, _ in fixed]
         for resp, origin in sft[: config.sft_per_prompt]:
