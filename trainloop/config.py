@@ -33,7 +33,7 @@ class LoopConfig:
     pool: str | None = None  # JSONL training pool for the pool strategy
     teacher: str | None = None  # any evalkit model form; its verified answers to new prompts (teacher strategy)
     budget: int = 200  # pool rows per round
-    self_prompts: int = 150  # new prompts per round for the self strategy
+    self_prompts: int = 100  # new prompts per round for the self strategy (each sampled self_k times)
     self_k: int = 4
     self_temperature: float = 0.8
     self_max_new_tokens: int = 256
