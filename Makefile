@@ -35,7 +35,7 @@ help:
 	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
 	@echo "make judge-agreement JUDGE=... DATA=...                   judge-vs-human agreement on labelled pairs"
 	@echo "make bench [BENCH_ARGS=...]                               evalkit's backend vs stock lm-eval -> bench/RESULTS.md"
-	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL=]   eval -> clusters -> data -> LoRA -> gated promotion"
+	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL= JUDGE=]  eval -> clusters -> data -> LoRA -> gated promotion"
 
 setup: $(STAMP)
 
@@ -87,6 +87,7 @@ test: setup
 loop: setup
 	$(EVALKIT) --store $(STORE) loop --model "$(MODEL)" --suite "$(LOOP_SUITE)" --target "$(TARGET)" \
 		--rounds $(ROUNDS) --method "$(METHOD)" $(if $(STRATEGY),--strategy "$(STRATEGY)") $(if $(POOL),--pool "$(POOL)") $(if $(TEACHER),--teacher "$(TEACHER)") \
+		$(if $(filter command line environment,$(origin JUDGE)),--judge "$(JUDGE)") \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) $(if $(LOOP_CONFIG),--config "$(LOOP_CONFIG)")
 
 bench: setup

@@ -290,7 +290,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, {
         "model": args.model, "suite": args.suite, "targets": args.target, "rounds": args.rounds, "method": args.method,
-        "strategies": args.strategy, "pool": args.pool, "teacher": args.teacher, "data_dir": args.data_dir, "limit": args.limit, "seed": args.seed,
+        "strategies": args.strategy, "pool": args.pool, "teacher": args.teacher, "judge": args.judge, "data_dir": args.data_dir, "limit": args.limit, "seed": args.seed,
     })
     outcome, report = run(cfg, _store(args), args.reports_dir)
     ran = ", ".join(f"r{r}:{s}" for r, s in outcome.ran) or "nothing (all steps were stored)"
@@ -400,9 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--target", help="comma-separated suite entries to improve (default ifeval)")
     lp.add_argument("--rounds", type=int, help="training rounds after round 0 (default 2); more rounds continue a loop")
     lp.add_argument("--method", help="auto | sft | dpo | grpo | sft+dpo")
-    lp.add_argument("--strategy", help="comma-separated: auto | self | pool | teacher")
-    lp.add_argument("--pool", help="JSONL training pool for the pool strategy")
-    lp.add_argument("--teacher", help="a stronger model (any MODEL form) for the teacher strategy")
+    lp.add_argument("--strategy", help="comma-separated: auto | self | pool | teacher | judge")
+    lp.add_argument("--pool", help="JSONL training pool (pool and judge strategies; known answers for GSM8K self)")
+    lp.add_argument("--teacher", help="a stronger model (any MODEL form): teacher strategy, extra judge candidate")
+    lp.add_argument("--judge", help="pairwise judge model (any MODEL form) for the judge strategy")
     lp.add_argument("--data-dir", default=os.environ.get("EVALKIT_DATA_DIR"), help="local mirror of the datasets")
     lp.add_argument("--limit", type=int, help="cap every suite entry at N samples (smoke runs)")
     lp.add_argument("--seed", type=int)

@@ -149,7 +149,9 @@ def test_config_identity_and_validation(tmp_path) -> None:
     p.write_text("targets: [ifeval, mmlu]\ntrain: {lora_r: 8, method: sft}\ngate: {tax_floor: -0.02}\n")
     cfg = load_config(str(p), {"rounds": 3, "method": None})
     assert cfg.targets == ("ifeval", "mmlu") and cfg.train.lora_r == 8 and cfg.gate.tax_floor == -0.02 and cfg.rounds == 3
-    assert LoopConfig(targets=("gsm8k",), pool="p.jsonl").resolved_strategies() == ("pool",)
+    assert LoopConfig(targets=("gsm8k",), pool="p.jsonl").resolved_strategies() == ("self", "pool")
+    assert LoopConfig(targets=("mmlu",), pool="p.jsonl", judge="j").resolved_strategies() == ("pool", "judge")
+    assert LoopConfig(targets=("mmlu",)).resolved_strategies() == ()
     assert LoopConfig().resolved_strategies() == ("self",)
 
 

@@ -19,7 +19,7 @@ from evalkit.errors import EvalkitError
 from trainloop.gate import GateConfig
 from trainloop.train import METHODS, TrainConfig
 
-STRATEGIES = ("pool", "self", "teacher")
+STRATEGIES = ("pool", "self", "teacher", "judge")
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,10 @@ class LoopConfig:
     strategies: tuple[str, ...] = ("auto",)  # auto: self for IFEval targets, pool when a pool is given
     pool: str | None = None  # JSONL training pool for the pool strategy
     teacher: str | None = None  # any evalkit model form; its verified answers to new prompts (teacher strategy)
-    budget: int = 200  # pool rows per round
-    self_prompts: int = 100  # new prompts per round for the self strategy (each sampled self_k times)
+    judge: str | None = None  # pairwise judge model for the judge strategy (any evalkit model form)
+    judge_margin: float = 0.2  # best - worst mean win probability needed for a judge-made DPO pair
+    budget: int = 200  # pool rows per round (pool and judge strategies)
+    self_prompts: int = 100  # new prompts (IFEval) or pool problems (GSM8K) per round for self, each sampled self_k times
     self_k: int = 4
     self_temperature: float = 0.8
     self_max_new_tokens: int = 256
@@ -69,16 +71,26 @@ class LoopConfig:
         return json.loads(json.dumps(asdict(self), default=list))
 
     def resolved_strategies(self) -> tuple[str, ...]:
+        """``auto``: self for IFEval targets (and GSM8K targets when a pool gives known answers),
+        pool when a pool is given, teacher next to self, judge when a judge and a pool are given."""
         if "auto" not in self.strategies:
             return self.strategies
         out = []
-        if "ifeval" in self.targets or any(t.startswith("ifeval") for t in self.targets):
+        if self.ifeval_targets() or (self.gsm8k_targets() and self.pool):
             out.append("self")
         if self.pool:
             out.append("pool")
-        if self.teacher and "self" in out:
+        if self.teacher and self.ifeval_targets():
             out.append("teacher")
+        if self.judge and self.pool:
+            out.append("judge")
         return tuple(out)
+
+    def ifeval_targets(self) -> tuple[str, ...]:
+        return tuple(t for t in self.targets if t.startswith("ifeval"))
+
+    def gsm8k_targets(self) -> tuple[str, ...]:
+        return tuple(t for t in self.targets if t.startswith("gsm8k"))
 
 
 def from_mapping(data: dict[str, Any], base: LoopConfig | None = None, where: str = "loop config") -> LoopConfig:
@@ -90,7 +102,7 @@ def from_mapping(data: dict[str, Any], base: LoopConfig | None = None, where: st
         raise EvalkitError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(top))})")
     kw: dict[str, Any] = {}
     for k, v in data.items():
-        if v is None and k not in ("pool", "teacher", "data_dir", "limit"):
+        if v is None and k not in ("pool", "teacher", "judge", "data_dir", "limit"):
             continue
         if k == "train":
             kw[k] = _nested(TrainConfig, base.train, v, f"{where}: train")

@@ -31,16 +31,22 @@ def chat_context(lm: Any, prompt: str, system: str = "") -> str:
 def sample_chat(lm: Any, prompts: Sequence[str], config: SamplingConfig = SamplingConfig(),
                 disable_tqdm: bool = False) -> list[list[str]]:
     """``config.k`` completions per prompt, in prompt order (seeded: same inputs, same samples)."""
+    return sample_texts(lm, [chat_context(lm, p) for p in prompts], config, disable_tqdm=disable_tqdm)
+
+
+def sample_texts(lm: Any, contexts: Sequence[str], config: SamplingConfig = SamplingConfig(),
+                 until: Sequence[str] = (), disable_tqdm: bool = False) -> list[list[str]]:
+    """``config.k`` continuations of each raw context (a few-shot task's own prompt format), stopping
+    at ``until`` like the task's ``generate_until`` does."""
     import torch
     from lm_eval.api.instance import Instance
 
     if config.k < 1:
         raise ValueError("k must be >= 1")
-    gen = {"until": [], "do_sample": config.temperature > 0, "temperature": config.temperature,
+    gen = {"until": list(until), "do_sample": config.temperature > 0, "temperature": config.temperature,
            "top_p": config.top_p, "max_gen_toks": config.max_new_tokens}
     reqs = []
-    for i, p in enumerate(prompts):
-        ctx = chat_context(lm, p)
+    for i, ctx in enumerate(contexts):
         reqs += [Instance(request_type="generate_until", doc={}, arguments=(ctx, dict(gen)), idx=i * config.k + j)
                  for j in range(config.k)]
     state = torch.random.get_rng_state()
@@ -49,4 +55,4 @@ def sample_chat(lm: Any, prompts: Sequence[str], config: SamplingConfig = Sampli
         outs = lm.generate_until(reqs, disable_tqdm=disable_tqdm)
     finally:
         torch.random.set_rng_state(state)
-    return [list(outs[i * config.k : (i + 1) * config.k]) for i in range(len(prompts))]
+    return [list(outs[i * config.k : (i + 1) * config.k]) for i in range(len(contexts))]

@@ -80,6 +80,12 @@ def _merge(base_dir: str, adapter_dir: str, out_dir: str) -> str:
     return merge_adapter(base_dir, adapter_dir, out_dir)
 
 
+def _judge(model: str) -> Any:
+    from evalkit.judge.base import load_judge
+
+    return load_judge(model)
+
+
 def _embed() -> Callable[..., Any]:
     from evalkit.analysis.clusters.embed import minilm_embed
 
@@ -103,6 +109,7 @@ class Backends:
     merge: Callable[[str, str, str], str] = _merge
     embed: Callable[[], Callable[..., Any] | None] = _embed
     cluster: Callable[[Any, str, list[str], int], Any] = _cluster
+    judge: Callable[[str], Any] = _judge
 
 
 # --------------------------------------------------------------------------------------- state
@@ -143,6 +150,105 @@ def _target_entries(cfg: LoopConfig, entries: list[str]) -> list[str]:
         raise EvalkitError(f"loop: TARGET {', '.join(missing)} is not an entry of suite '{cfg.suite}' "
                            f"(entries: {', '.join(entries)})")
     return out
+
+
+# ------------------------------------------------------------------------------- data selection
+class _Selection:
+    """One round's counterexample data, strategy by strategy. Pool rows taken by one strategy are
+    not offered to the next, so no row is trained on twice in a round."""
+
+    def __init__(self, steps: LoopSteps, ctx: RoundContext, cl: dict[str, Any], targets: list[Any], scale: int,
+                 eval_texts: list[str], decontam: Any) -> None:
+        self.cfg, self.b, self.ctx, self.cl, self.targets = steps.cfg, steps.b, ctx, cl, targets
+        self.scale, self.eval_texts, self.decontam = scale, eval_texts, decontam
+        self.embed = steps.b.embed()
+        self.examples: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self.used_rows: set[int] = set()
+        self._pool: list[Any] | None = None
+        self._items: dict[Any, Any] | None = None
+
+    def pool_rows(self, strategy: str) -> list[Any]:
+        from trainloop.pool import read_pool
+
+        if not self.cfg.pool:
+            raise EvalkitError(f"loop: the '{strategy}' strategy needs POOL=<jsonl training pool>")
+        if self.embed is None:
+            raise EvalkitError(f"loop: the '{strategy}' strategy needs an embedder")
+        if self._pool is None:
+            self._pool = read_pool(self.cfg.pool)
+        return self._pool
+
+    def failing_texts(self, entries: tuple[str, ...] | None = None) -> dict[int, list[str]]:
+        """Each target cluster's failing items as the model saw them, optionally of some entries only."""
+        if self._items is None:
+            st = current(self.ctx, self.cfg)
+            self._items = {it.key: it for it in _samples_items(self.ctx.store, st.run_id)}
+        keep = (lambda e: True) if entries is None else (lambda e: any(e == t or e.startswith(t + "_") for t in entries))
+        return {t.cluster_id: [self._items[k].instruction for k in t.keys if k in self._items and keep(self._items[k].entry)]
+                for t in self.targets}
+
+    def nearest(self, strategy: str, budget: int, entries: tuple[str, ...] | None = None) -> tuple[list[Any], dict[str, Any]]:
+        from trainloop.select_pool import select_from_pool
+
+        pool = [e for e in self.pool_rows(strategy) if e.row not in self.used_rows]
+        sel = select_from_pool(self.targets, self.failing_texts(entries), pool, budget, self.embed,
+                               self.eval_texts, self.decontam)
+        self.used_rows |= {s.example.row for s in sel.selected}
+        picked = [(s.example, {**s.provenance(), "strategy": strategy}) for s in sel.selected]
+        return picked, {"selected": len(sel.selected), "allotment": sel.allotment, "decontam": sel.dropped, "short": sel.short}
+
+    def ifeval(self, name: str, model: str) -> dict[str, Any]:
+        from trainloop.sample import SamplingConfig
+        from trainloop.strategy_self import SelfConfig, instruction_weights, self_ifeval
+
+        cfg, tag_mix = self.cfg, self.cl.get("tag_mix") or {}
+        weights, sources = instruction_weights([{"cluster_id": t.cluster_id, "tag_mix": tag_mix.get(str(t.cluster_id))}
+                                                for t in self.targets])
+        if not weights:
+            raise EvalkitError(f"loop: the '{name}' strategy needs IFEval instruction failures in the target clusters")
+        # the teacher gets other prompts than the student (offset seed), so their data never overlaps
+        seed = cfg.seed * 1000 + self.ctx.round + (500 if name == "teacher" else 0)
+        sc = SelfConfig(n_prompts=cfg.self_prompts * self.scale, seed=seed, sampling=self._sampling(seed))
+        data = self_ifeval(self.b.lm(cfg, model), weights, sources, sc, self.eval_texts, self.embed, self.decontam,
+                           strategy=name)
+        self.examples += data.examples
+        return data.stats
+
+    def gsm8k(self, model: str) -> dict[str, Any]:
+        from trainloop.strategy_gsm8k import Gsm8kSelfConfig, self_gsm8k
+
+        problems, picked = self.nearest("self", self.cfg.self_prompts * self.scale, self.cfg.gsm8k_targets())
+        seed = self.cfg.seed * 1000 + self.ctx.round
+        data = self_gsm8k(self.b.lm(self.cfg, model), problems, self.pool_rows("self"),
+                          Gsm8kSelfConfig(sampling=self._sampling(seed), seed=seed))
+        self.examples += data.examples
+        return {**data.stats, "pool": picked}
+
+    def pool(self) -> dict[str, Any]:
+        problems, picked = self.nearest("pool", self.cfg.budget * self.scale)
+        self.examples += [("sft", {"messages": ex.messages()}, prov) for ex, prov in problems]
+        return picked
+
+    def judge(self, model: str) -> dict[str, Any]:
+        from trainloop.strategy_judge import JudgeStrategyConfig, judge_strategy
+
+        if not self.cfg.judge:
+            raise EvalkitError("loop: the 'judge' strategy needs JUDGE=<model> (judge: in the loop config)")
+        problems, picked = self.nearest("judge", self.cfg.budget * self.scale)
+        seed = self.cfg.seed * 1000 + self.ctx.round
+        other = self.b.lm(self.cfg, str(self.cfg.teacher)) if self.cfg.teacher else None
+        data = judge_strategy(self.b.lm(self.cfg, model), self.b.judge(self.cfg.judge), problems,
+                              JudgeStrategyConfig(sampling=self._sampling(seed), min_margin=self.cfg.judge_margin),
+                              other=other, store=self.ctx.store)
+        self.examples += data.examples
+        return {**data.stats, "pool": picked}
+
+    def _sampling(self, seed: int) -> Any:
+        from trainloop.sample import SamplingConfig
+
+        cfg = self.cfg
+        return SamplingConfig(k=cfg.self_k, temperature=cfg.self_temperature, max_new_tokens=cfg.self_max_new_tokens,
+                              seed=seed)
 
 
 # ---------------------------------------------------------------------------------------- steps
@@ -209,53 +315,34 @@ class LoopSteps:
                    for t in cl["targets"]]
         if not targets:
             raise StopLoop("no failing target samples left to learn from")
-        scale = 2 ** st.rejected_since  # a rolled-back round is retried with more data
-        base_items = _samples_items(ctx.store, ctx.result("eval", 0)["run_id"])
-        eval_texts = list(dict.fromkeys(it.instruction for it in base_items if it.instruction))
-        decontam = DecontamConfig(ngram=cfg.decontam_ngram, cosine=cfg.decontam_cosine)
-        embed = self.b.embed()
         strategies = cfg.resolved_strategies()
         if not strategies:
             raise EvalkitError("loop: no counterexample strategy applies (IFEval targets use 'self'; others need a "
                                "training pool: POOL=<jsonl>)")
-        examples: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        scale = 2 ** st.rejected_since  # a rolled-back round is retried with more data
+        base_items = _samples_items(ctx.store, ctx.result("eval", 0)["run_id"])
+        sel = _Selection(self, ctx, cl, targets, scale, list(dict.fromkeys(it.instruction for it in base_items if it.instruction)),
+                         DecontamConfig(ngram=cfg.decontam_ngram, cosine=cfg.decontam_cosine))
         info: dict[str, Any] = {"targets": [t.cluster_id for t in targets], "scale": scale, "strategies": {}}
-        for name in ("self", "teacher"):
-            if name not in strategies:
-                continue
-            from trainloop.sample import SamplingConfig
-            from trainloop.strategy_self import SelfConfig, instruction_weights, self_ifeval
-
-            if name == "teacher" and not cfg.teacher:
+        if "self" in strategies and cfg.ifeval_targets():
+            info["strategies"]["self"] = sel.ifeval("self", st.model)
+        if "self" in strategies and cfg.gsm8k_targets():
+            info["strategies"]["self-gsm8k"] = sel.gsm8k(st.model)
+        if "self" in strategies and not (cfg.ifeval_targets() or cfg.gsm8k_targets()):
+            raise EvalkitError("loop: the 'self' strategy needs a verifiable target (ifeval, or gsm8k with a POOL of "
+                               "problems with known answers); use pool or judge for other targets")
+        if "teacher" in strategies:
+            if not cfg.teacher:
                 raise EvalkitError("loop: the 'teacher' strategy needs TEACHER=<model> (teacher: in the loop config)")
-            tag_mix = cl.get("tag_mix") or {}
-            weights, sources = instruction_weights([{"cluster_id": t.cluster_id, "tag_mix": tag_mix.get(str(t.cluster_id))}
-                                                    for t in targets])
-            if not weights:
-                raise EvalkitError(f"loop: the '{name}' strategy needs IFEval instruction failures in the target clusters")
-            # the teacher gets other prompts than the student (offset seed), so their data never overlaps
-            seed = cfg.seed * 1000 + ctx.round + (500 if name == "teacher" else 0)
-            sc = SelfConfig(n_prompts=cfg.self_prompts * scale, seed=seed,
-                            sampling=SamplingConfig(k=cfg.self_k, temperature=cfg.self_temperature,
-                                                    max_new_tokens=cfg.self_max_new_tokens, seed=seed))
-            lm = self.b.lm(cfg, st.model if name == "self" else str(cfg.teacher))
-            data = self_ifeval(lm, weights, sources, sc, eval_texts, embed, decontam, strategy=name)
-            examples += data.examples
-            info["strategies"][name] = data.stats
+            if not cfg.ifeval_targets():
+                raise EvalkitError("loop: the 'teacher' strategy writes verifiable IFEval prompts; for other targets "
+                                   "give the teacher to the judge strategy (JUDGE=... TEACHER=...)")
+            info["strategies"]["teacher"] = sel.ifeval("teacher", str(cfg.teacher))
         if "pool" in strategies:
-            from trainloop.pool import read_pool
-            from trainloop.select_pool import select_from_pool
-
-            if not cfg.pool:
-                raise EvalkitError("loop: the 'pool' strategy needs POOL=<jsonl training pool>")
-            if embed is None:
-                raise EvalkitError("loop: the 'pool' strategy needs an embedder")
-            items = {it.key: it for it in _samples_items(ctx.store, st.run_id)}
-            texts = {t.cluster_id: [items[k].instruction for k in t.keys if k in items] for t in targets}
-            sel = select_from_pool(targets, texts, read_pool(cfg.pool), cfg.budget * scale, embed, eval_texts, decontam)
-            examples += [("sft", {"messages": s.example.messages()}, s.provenance()) for s in sel.selected]
-            info["strategies"]["pool"] = {"selected": len(sel.selected), "allotment": sel.allotment,
-                                          "decontam": sel.dropped, "short": sel.short}
+            info["strategies"]["pool"] = sel.pool()
+        if "judge" in strategies:
+            info["strategies"]["judge"] = sel.judge(st.model)
+        examples = sel.examples
         ls.put_examples(ctx.store, ctx.loop_id, ctx.round, examples)
         info["sft"] = sum(k == "sft" for k, _, _ in examples)
         info["dpo"] = sum(k == "dpo" for k, _, _ in examples)

@@ -75,13 +75,21 @@ class TrainResult:
 
 
 def sft_rows(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``{"messages": [..., assistant]}`` -> TRL conversational prompt-completion rows."""
+    """``{"messages": [..., assistant]}`` -> TRL conversational prompt-completion rows; plain
+    ``{"prompt": str, "completion": str}`` rows (few-shot tasks scored without a chat template,
+    e.g. GSM8K) pass through. One round trains on one of the two forms."""
     rows = []
     for ex in examples:
-        msgs = ex["messages"]
+        if "messages" not in ex and isinstance(ex.get("prompt"), str) and isinstance(ex.get("completion"), str):
+            rows.append({"prompt": ex["prompt"], "completion": ex["completion"]})
+            continue
+        msgs = ex.get("messages")
         if not msgs or msgs[-1]["role"] != "assistant":
-            raise EvalkitError("SFT example must end with an assistant message")
+            raise EvalkitError("SFT example must be chat messages ending with an assistant turn, or a plain prompt/completion")
         rows.append({"prompt": msgs[:-1], "completion": [msgs[-1]]})
+    if len({isinstance(r["prompt"], str) for r in rows}) > 1:
+        raise EvalkitError("this round's SFT data mixes chat and plain-text examples (e.g. IFEval and GSM8K targets "
+                           "together); TRL trains on one form at a time: target them in separate loops")
     return rows
 
 
@@ -137,8 +145,17 @@ def _curve(log_history: list[dict[str, Any]], stage: str, offset: int) -> list[d
 
 def verifier_reward(name: str) -> Any:
     """A TRL reward function for a named verifier (the dataset's ``doc`` column reaches it as a kwarg)."""
+    if name == "gsm8k":
+        from trainloop.strategy_gsm8k import final_answer
+
+        def gsm8k_reward(prompts: list[Any], completions: list[Any], doc: list[str], **_: Any) -> list[float]:
+            """1 when the completion's final number is the known answer (lm-eval's strict, then flexible reading)."""
+            return [float(final_answer(c[-1]["content"] if isinstance(c, list) else str(c)) == json.loads(d)["answer"])
+                    for c, d in zip(completions, doc)]
+
+        return gsm8k_reward
     if name != "ifeval":
-        raise EvalkitError(f"no GRPO verifier named '{name}' (available: ifeval)")
+        raise EvalkitError(f"no GRPO verifier named '{name}' (available: ifeval, gsm8k)")
     from trainloop.ifeval_data import IfevalPrompt, check
 
     def ifeval_reward(prompts: list[Any], completions: list[Any], doc: list[str], **_: Any) -> list[float]:
