@@ -84,3 +84,35 @@ def test_grpo_with_the_ifeval_checker_as_reward(base, tmp_path) -> None:
     res = train_round(base, [], [], str(tmp_path / "g"), cfg, grpo=rows)
     assert res.stages[0]["stage"] == "grpo" and res.steps == 1
     assert "adapter_model.safetensors" in os.listdir(res.adapter_dir)
+
+
+def test_job_file_round_trip_runs_the_same_training(base, tmp_path) -> None:
+    """The multi-GPU route writes a job and runs it under accelerate; the job itself runs here."""
+    import json
+
+    from trainloop.launch import run_job, write_job
+
+    cfg = TrainConfig(method="sft", max_steps=1, batch_size=2, lora_r=4, lora_alpha=8, bf16=False,
+                      target_modules=("q_proj", "v_proj"))
+    job = write_job(str(tmp_path / "job" / "job.json"), base, SFT, [], str(tmp_path / "ad"), cfg)
+    res = run_job(job)
+    assert res.steps == 1 and "adapter_model.safetensors" in os.listdir(res.adapter_dir)
+    with open(job + ".result.json") as fh:
+        assert json.load(fh)["steps"] == 1
+    with open(os.path.join(res.adapter_dir, "adapter_config.json")) as fh:
+        assert set(json.load(fh)["target_modules"]) == {"q_proj", "v_proj"}
+
+
+def test_gpu_settings_map_to_accelerate_and_trl_and_refuse_without_gpu(tmp_path) -> None:
+    from trainloop.launch import launch_command, train_launched
+    from trainloop.train import grpo_vllm_args
+
+    cmd = launch_command("/x/job.json", TrainConfig(num_processes=4))
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in cmd
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-3:] == ["-m", "trainloop.launch", "/x/job.json"]
+    assert grpo_vllm_args(TrainConfig()) == {}
+    if not torch.cuda.is_available():
+        with pytest.raises(EvalkitError, match="needs that many CUDA GPUs"):
+            train_launched("base", SFT, [], str(tmp_path / "a"), TrainConfig(num_processes=2))
+        with pytest.raises(EvalkitError, match="vLLM.*needs a CUDA GPU"):
+            grpo_vllm_args(TrainConfig(use_vllm=True))

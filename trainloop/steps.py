@@ -69,9 +69,9 @@ def _kl(cfg: LoopConfig, policy: str, ref: str, prompts: list[str], store: Any) 
 
 
 def _train(model_dir: str, sft: list, dpo: list, out_dir: str, cfg: Any, grpo: list) -> dict[str, Any]:
-    from trainloop.train import train_round
+    from trainloop.launch import train_launched
 
-    return train_round(model_dir, sft, dpo, out_dir, cfg, grpo).to_dict()
+    return train_launched(model_dir, sft, dpo, out_dir, cfg, grpo).to_dict()
 
 
 def _merge(base_dir: str, adapter_dir: str, out_dir: str) -> str:

@@ -54,6 +54,12 @@ class TrainConfig:
     grpo_beta: float = 0.02  # KL penalty to the reference (the adapter switched off)
     seed: int = 0
     bf16: bool | None = None  # None: where the hardware has fast bf16
+    # GPU-only settings (documented TRL / accelerate options; nothing here has run on a GPU)
+    num_processes: int = 1  # > 1: one process per GPU under `accelerate launch --multi_gpu` (trainloop.launch)
+    use_vllm: bool = False  # GRPO generation through vLLM (TRL GRPOConfig.use_vllm)
+    vllm_mode: str = "colocate"  # "colocate" (in the training process) or "server" (`trl vllm-serve`)
+    vllm_server_base_url: str | None = None  # server mode: e.g. http://127.0.0.1:8000
+    vllm_gpu_memory_utilization: float = 0.3  # colocate mode: the GPU share vLLM may take
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -172,6 +178,24 @@ def verifier_reward(name: str) -> Any:
     return ifeval_reward
 
 
+def grpo_vllm_args(cfg: TrainConfig) -> dict[str, Any]:
+    """TRL's vLLM options for GRPO generation; vLLM needs a CUDA GPU, so ask for one clearly."""
+    if not cfg.use_vllm:
+        return {}
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EvalkitError("train: use_vllm (GRPO generation through vLLM) needs a CUDA GPU and none is visible")
+    if cfg.vllm_mode not in ("colocate", "server"):
+        raise EvalkitError(f"train: vllm_mode must be colocate or server (got '{cfg.vllm_mode}')")
+    out: dict[str, Any] = {"use_vllm": True, "vllm_mode": cfg.vllm_mode}
+    if cfg.vllm_mode == "colocate":
+        out["vllm_gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
+    elif cfg.vllm_server_base_url:
+        out["vllm_server_base_url"] = cfg.vllm_server_base_url
+    return out
+
+
 def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dict[str, Any]], out_dir: str,
                 cfg: TrainConfig, grpo: Sequence[dict[str, Any]] = ()) -> TrainResult:
     """Train a LoRA adapter on ``model_dir`` and save it (with the tokenizer) to ``out_dir``.
@@ -205,7 +229,7 @@ def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dic
             common.pop("max_length")
             common["per_device_train_batch_size"] = cfg.grpo_generations  # one prompt's group per step
             args = GRPOConfig(**common, num_generations=cfg.grpo_generations, max_completion_length=cfg.grpo_max_completion,
-                              beta=cfg.grpo_beta)
+                              beta=cfg.grpo_beta, **grpo_vllm_args(cfg))
             verifiers = {g["verifier"] for g in grpo}
             if len(verifiers) != 1:
                 raise EvalkitError(f"GRPO rows name {len(verifiers)} verifiers; one round trains on one")
@@ -224,11 +248,13 @@ def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dic
                      "train_loss": float(out.training_loss)})
         steps += int(trainer.state.global_step)
         model = trainer.model  # the PEFT model: a DPO stage continues the SFT adapter
-    # only the trained adapter: TRL adds a frozen "ref" copy when DPO continues an SFT adapter
-    model.save_pretrained(out_dir, selected_adapters=["default"])
-    tok.save_pretrained(out_dir)
-    for stage in stages:
-        shutil.rmtree(os.path.join(out_dir, f"_{stage}"), ignore_errors=True)
+    # only the trained adapter: TRL adds a frozen "ref" copy when DPO continues an SFT adapter;
+    # under `accelerate launch` every process trains, the main one saves
+    if int(os.environ.get("RANK", "0")) == 0:
+        model.save_pretrained(out_dir, selected_adapters=["default"])
+        tok.save_pretrained(out_dir)
+        for stage in stages:
+            shutil.rmtree(os.path.join(out_dir, f"_{stage}"), ignore_errors=True)
     return TrainResult(cfg.method, out_dir, steps, round(time.perf_counter() - t0, 2), len(sft) + len(dpo) + len(grpo),
                        curve, info)
 
