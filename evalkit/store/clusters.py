@@ -114,7 +114,7 @@ def load_clustering(store: RunStore, run_id: str | None = None, clustering_id: s
                               (run_id,)).fetchone()
         if head is None:
             return None
-        cl = db.execute("SELECT * FROM clusters WHERE clustering_id=? ORDER BY cluster_id < 0, cluster_id",
+        cl = db.execute("SELECT * FROM clusters WHERE clustering_id=? ORDER BY cluster_id < 0, ABS(cluster_id)",
                         (head["id"],)).fetchall()
         mem = db.execute("SELECT entry, task, doc_id, cluster_id, failed, x, y, distance FROM cluster_members"
                          " WHERE clustering_id=? ORDER BY entry, task, doc_id", (head["id"],)).fetchall()
