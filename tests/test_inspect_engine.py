@@ -296,9 +296,11 @@ def test_model_api_batches_concurrent_requests(tiny_loaded):
     async def many():
         return await asyncio.gather(*[model.generate(f"question {i}", config=cfg) for i in range(6)])
 
+    gen.expect(6)  # as the engine does: arrival timing (slow machines) must not split the batch
     outs = asyncio.run(many())
     assert gen.batches_run - before == 1  # six concurrent requests, one model.generate call
     assert all(o.usage.output_tokens >= 1 and o.usage.input_tokens > 0 for o in outs)
+    gen.expect(6)
     again = asyncio.run(many())
     assert [o.completion for o in outs] == [o.completion for o in again]  # reproducible given the seed
     prompt, templated = model.api.render([__import__("inspect_ai.model", fromlist=["x"]).ChatMessageUser(content="hi")])
