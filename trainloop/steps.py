@@ -143,9 +143,14 @@ def _samples_items(store: Any, run_id: str) -> list[Any]:
     return build_items(store.samples(run_id))[0]
 
 
+def _entry_of(entry: str, targets: tuple[str, ...] | list[str]) -> bool:
+    """A suite entry belongs to a TARGET when it is that name or one of its ``<name>_...`` parts."""
+    return any(entry == t or entry.startswith(t + "_") for t in targets)
+
+
 def _target_entries(cfg: LoopConfig, entries: list[str]) -> list[str]:
-    out = [e for e in entries if any(e == t or e.startswith(t + "_") for t in cfg.targets)]
-    missing = [t for t in cfg.targets if not any(e == t or e.startswith(t + "_") for e in entries)]
+    out = [e for e in entries if _entry_of(e, cfg.targets)]
+    missing = [t for t in cfg.targets if not any(_entry_of(e, (t,)) for e in entries)]
     if missing:
         raise EvalkitError(f"loop: TARGET {', '.join(missing)} is not an entry of suite '{cfg.suite}' "
                            f"(entries: {', '.join(entries)})")
@@ -183,8 +188,9 @@ class _Selection:
         if self._items is None:
             st = current(self.ctx, self.cfg)
             self._items = {it.key: it for it in _samples_items(self.ctx.store, st.run_id)}
-        keep = (lambda e: True) if entries is None else (lambda e: any(e == t or e.startswith(t + "_") for t in entries))
-        return {t.cluster_id: [self._items[k].instruction for k in t.keys if k in self._items and keep(self._items[k].entry)]
+        items = self._items
+        return {t.cluster_id: [items[k].instruction for k in t.keys
+                               if k in items and (entries is None or _entry_of(items[k].entry, entries))]
                 for t in self.targets}
 
     def nearest(self, strategy: str, budget: int, entries: tuple[str, ...] | None = None) -> tuple[list[Any], dict[str, Any]]:
@@ -198,7 +204,6 @@ class _Selection:
         return picked, {"selected": len(sel.selected), "allotment": sel.allotment, "decontam": sel.dropped, "short": sel.short}
 
     def ifeval(self, name: str, model: str) -> dict[str, Any]:
-        from trainloop.sample import SamplingConfig
         from trainloop.strategy_self import SelfConfig, instruction_weights, self_ifeval
 
         cfg, tag_mix = self.cfg, self.cl.get("tag_mix") or {}
