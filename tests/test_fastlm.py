@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from evalkit.models.fastlm.prefix import PrefixCache, plan_groups  # noqa: E402
+from evalkit.models.fastlm.prefix import PrefixCache, merge_small_groups, plan_groups  # noqa: E402
 
 SHOTS = "".join(
     f"Question: What is {a} plus {b}?\nA. {a + b}\nB. {a * b}\nAnswer: A\n\n" for a, b in [(2, 3), (4, 5), (7, 1), (6, 6)]
@@ -34,6 +34,20 @@ def test_plan_groups_respects_limits() -> None:
     seqs = [shared + (1,), shared + (2,)]
     groups = plan_groups(seqs, [40, 60], min_prefix=32)
     assert groups[0].prefix_len == 40  # the first row's scored positions start at 40
+
+
+def test_small_groups_fold_into_one_decode_group() -> None:
+    """k copies of each prompt form k-row groups; for decoding they are folded into one group that
+    keeps only the prefix all of them share (here the 40-token preamble)."""
+    pre = tuple(range(40))
+    seqs = [pre + tuple(range(100 + 50 * p, 150 + 50 * p)) for p in range(3) for _ in range(4)]
+    limits = [len(s) - 1 for s in seqs]
+    groups = plan_groups(seqs, limits, min_prefix=32)
+    assert sorted(len(g.members) for g in groups) == [4, 4, 4]
+    merged = merge_small_groups(groups, seqs, limits, min_rows=8, min_prefix=32)
+    assert len(merged) == 1 and merged[0].prefix_len == 40 and sorted(merged[0].members) == list(range(12))
+    big = merge_small_groups(groups, seqs, limits, min_rows=4, min_prefix=32)
+    assert big == groups  # groups that fill a batch keep their own (longer) prefix
 
 
 def test_prefix_cache_returns_longest_cached_prefix() -> None:
@@ -104,6 +118,16 @@ def test_greedy_generation_identical_with_refills(pair, max_gen: int) -> None:
     stock, fast = pair
     kwargs = {"until": ["\n\n", "Question:"], "max_gen_toks": max_gen, "do_sample": False}
     ctxs = [SHOTS + q for q in QUESTIONS] + ["Hello there", "A much longer unrelated context that shares nothing here"]
+    reqs = [_gen(c, dict(kwargs), i) for i, c in enumerate(ctxs)]
+    assert fast.generate_until(reqs, disable_tqdm=True) == stock.generate_until(reqs, disable_tqdm=True)
+
+
+def test_greedy_generation_identical_for_repeated_contexts(pair) -> None:
+    """The k-samples-per-prompt shape (each context repeated) decodes in one folded batch and still
+    gives stock's greedy text."""
+    stock, fast = pair
+    kwargs = {"until": ["\n\n"], "max_gen_toks": 7, "do_sample": False}
+    ctxs = [SHOTS + q for q in QUESTIONS[:3] for _ in range(3)]
     reqs = [_gen(c, dict(kwargs), i) for i, c in enumerate(ctxs)]
     assert fast.generate_until(reqs, disable_tqdm=True) == stock.generate_until(reqs, disable_tqdm=True)
 

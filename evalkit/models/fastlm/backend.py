@@ -32,7 +32,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, po
 from tqdm.auto import tqdm
 
 from evalkit.models.fastlm.kvcache import BufferedCache, expand_prefix, merge_batches
-from evalkit.models.fastlm.prefix import MIN_PREFIX, PrefixCache, plan_groups
+from evalkit.models.fastlm.prefix import MIN_PREFIX, PrefixCache, merge_small_groups, plan_groups
 from evalkit.models.fastlm.sampling import TokenSelector
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -246,7 +246,9 @@ class FastLM(HFLM):
 
         decoder = Decoder(self, until, max_gen, selector, self._eos_ids())
         outputs: list[list[int]] = [[] for _ in seqs]
-        for group in plan_groups(seqs, [len(s) - 1 for s in seqs], self.min_prefix):
+        limits = [len(s) - 1 for s in seqs]
+        groups = merge_small_groups(plan_groups(seqs, limits, self.min_prefix), seqs, limits, self.gen_batch, self.min_prefix)
+        for group in groups:
             plen, prefix = 0, None
             if group.prefix_len:
                 plen, prefix = self._prefix_kv(seqs[group.members[0]][: group.prefix_len])
