@@ -20,11 +20,9 @@ STAMP := $(VENV)/.evalkit-setup
 
 .PHONY: setup system-deps eval test test-fast runs show report judge-agreement bench loop clean-venv help
 BENCH_ARGS ?=
-# make loop: SUITE defaults to the loop's demo suite unless given on the command line
-LOOP_SUITE = $(if $(filter command line environment,$(origin SUITE)),$(SUITE),loop-demo)
-TARGET ?= ifeval
-ROUNDS ?= 2
-METHOD ?= auto
+# make loop passes MODEL/SUITE/TARGET/ROUNDS/METHOD/JUDGE only when given (command line or environment), so a
+# LOOP_CONFIG file can set them; unset, the loop's own defaults apply (loop-demo, ifeval, 2, auto).
+given = $(if $(filter command line environment,$(origin $(1))),--$(2) "$($(1))")
 JUDGE ?= smollm2-135m
 DATA ?= $(if $(DATA_DIR),$(DATA_DIR)/preference/LLMBar_Natural.json)
 
@@ -85,9 +83,9 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 loop: setup
-	$(EVALKIT) --store $(STORE) loop --model "$(MODEL)" --suite "$(LOOP_SUITE)" --target "$(TARGET)" \
-		--rounds $(ROUNDS) --method "$(METHOD)" $(if $(STRATEGY),--strategy "$(STRATEGY)") $(if $(POOL),--pool "$(POOL)") $(if $(TEACHER),--teacher "$(TEACHER)") \
-		$(if $(filter command line environment,$(origin JUDGE)),--judge "$(JUDGE)") \
+	$(EVALKIT) --store $(STORE) loop $(call given,MODEL,model) $(call given,SUITE,suite) $(call given,TARGET,target) \
+		$(call given,ROUNDS,rounds) $(call given,METHOD,method) $(if $(STRATEGY),--strategy "$(STRATEGY)") $(if $(POOL),--pool "$(POOL)") $(if $(TEACHER),--teacher "$(TEACHER)") \
+		$(call given,JUDGE,judge) \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) $(if $(LOOP_CONFIG),--config "$(LOOP_CONFIG)")
 
 bench: setup
