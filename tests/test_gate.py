@@ -14,7 +14,8 @@ def _row(entry: str, metric: str, a: np.ndarray, b: np.ndarray) -> MetricDelta:
     d = b.astype(float) - a.astype(float)
     mean, lo, hi = bootstrap_mean_ci(d, iters=500, seed=0)
     return MetricDelta(entry, entry, metric, "entry", len(d), float(a.mean()), float(b.mean()), mean, lo, hi,
-                       lo > 0 or hi < 0, True, None, None, None, None, None, len(d), len(d), diffs=d)
+                       lo > 0 or hi < 0, True, None, int((d < 0).sum()), int((d > 0).sum()), None, None, len(d),
+                       len(d), diffs=d)
 
 
 def _comparison(target_gain: int, mmlu_loss: int, n: int = 400) -> Comparison:
@@ -48,6 +49,7 @@ def test_rejects_alignment_tax_beyond_floor() -> None:
     assert not d.promote
     tax = next(c for c in d.checks if c.name == "tax")
     assert not tax.passed and tax.ci_lo < -0.01 and "beyond the tax floor" in tax.reason
+    assert "(20 of 400 right→wrong, 0 wrong→right)" in tax.reason  # what makes the CI as wide as it is
 
 
 def test_kl_budget_and_unmeasured_kl() -> None:

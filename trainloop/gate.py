@@ -60,6 +60,15 @@ def _pt(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:+.1f} pt"
 
 
+def _flips(rows: Sequence[Any], metric: str) -> str:
+    """Why a tax CI is wide: for a 0/1 metric its width comes from the answers that changed in
+    either direction (half-width ~ 1.96*sqrt(changed/n)/sqrt(n)), not from the net delta."""
+    r = next((r for r in rows if r.metric == metric), None)
+    if r is None or r.a_only is None or r.b_only is None:
+        return ""
+    return f" ({r.a_only} of {r.n} right→wrong, {r.b_only} wrong→right)"
+
+
 def decide(comparison: Comparison, targets: Sequence[str], config: GateConfig = GateConfig(),
            kl: float | None = None) -> GateDecision:
     """Gate the candidate (``comparison.run_b``) against the current model (``run_a``)."""
@@ -83,7 +92,8 @@ def decide(comparison: Comparison, targets: Sequence[str], config: GateConfig = 
         ok = lo >= config.tax_floor
         checks.append(Check("tax", f"{e.entry} ({e.metric})", ok, e.delta, e.ci_lo, e.ci_hi, config.tax_floor,
                             f"{e.entry} {e.metric}: {_pt(e.delta)}, CI lower bound {_pt(lo)} "
-                            f"{'within' if ok else 'beyond'} the tax floor {_pt(config.tax_floor)}"))
+                            f"{'within' if ok else 'beyond'} the tax floor {_pt(config.tax_floor)}"
+                            + _flips(rows.get(e.entry, []), e.metric)))
     if config.kl_budget is not None:
         if kl is None:
             checks.append(Check("kl", "policy", False, None, limit=config.kl_budget,
