@@ -33,7 +33,7 @@ help:
 	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
 	@echo "make judge-agreement JUDGE=... DATA=...                   judge-vs-human agreement on labelled pairs"
 	@echo "make bench [BENCH_ARGS=...]                               evalkit's backend vs stock lm-eval -> bench/RESULTS.md"
-	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL= JUDGE=]  eval -> clusters -> data -> LoRA -> gated promotion"
+	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL= JUDGE= LOOP_CONFIG=]  eval -> clusters -> data -> LoRA -> gated promotion"
 
 setup: $(STAMP)
 
