@@ -40,6 +40,7 @@ class EvalSettings:
     batch_size: int = 8
     progress: bool = True
     reuse_complete: bool = False  # return an existing complete run of this exact model + suite (the loop)
+    part: str = "all"  # "confirm": entries with a confirm_fraction run their confirmation half only
 
 
 @dataclass
@@ -65,6 +66,10 @@ def library_versions() -> dict[str, str]:
 
 
 def prepare(settings: EvalSettings) -> tuple[ModelSpec, FrozenSuite]:
+    from evalkit.suite.split import PARTS
+
+    if settings.part not in ("all", "confirm"):
+        raise EvalkitError(f"part '{settings.part}': choose all or confirm (of {', '.join(PARTS)})")
     spec = parse_model(settings.model)
     suite = load_suite(settings.suite)
     if settings.limit is not None and settings.limit <= 0:
@@ -89,9 +94,11 @@ def run_suite(settings: EvalSettings, store: RunStore) -> RunResult:
     weights = resolve_weights(spec)
     lm_backend = os.environ.get("EVALKIT_LM_BACKEND", "fast")  # cached answers of two schedulers never mix
     run_settings = {"limit": settings.limit, "dtype": dtype, "device": device, "batch_size": settings.batch_size,
-                    "data_dir": settings.data_dir, "lm_backend": lm_backend}
-    identity_blob = json.dumps([weights.weights_hash, frozen.suite_hash, dtype, settings.batch_size, lm_backend],
-                               sort_keys=True)
+                    "data_dir": settings.data_dir, "lm_backend": lm_backend, "part": settings.part}
+    ident = [weights.weights_hash, frozen.suite_hash, dtype, settings.batch_size, lm_backend]
+    if settings.part != "all":  # a confirmation-only run measures fewer items: never the same run
+        ident.append(settings.part)
+    identity_blob = json.dumps(ident, sort_keys=True)
     identity = hashlib.sha256(identity_blob.encode()).hexdigest()[:24]
     if settings.reuse_complete and (done := store.find_complete(identity)):
         return RunResult(run_id=done, suite_hash=frozen.suite_hash, resumed=True, metrics=store.metrics(done),
@@ -108,7 +115,8 @@ def run_suite(settings: EvalSettings, store: RunStore) -> RunResult:
     notes: dict[str, str] = {}
     timings: dict[str, float] = {}
     model = ModelHandle(spec, weights, dtype=settings.dtype, device=settings.device, batch_size=settings.batch_size)
-    ctx = RunContext(store=store, run_id=run_id, batch_size=settings.batch_size, progress=settings.progress)
+    ctx = RunContext(store=store, run_id=run_id, batch_size=settings.batch_size, progress=settings.progress,
+                     part=settings.part)
     try:
         for fe in frozen.entries:
             if fe.note:

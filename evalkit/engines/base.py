@@ -30,6 +30,7 @@ class FrozenEntry:
     files: dict[str, str] = field(default_factory=dict)  # data path -> sha256
     source: str = "local"  # "local" or "hub"
     note: str = ""
+    split: dict[str, dict[str, list[int]]] | None = None  # task -> {"select": doc ids, "confirm": doc ids}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RunContext:
     run_id: str
     batch_size: int = 8
     progress: bool = True
+    part: str = "all"  # "confirm": split entries run their confirmation half only (evalkit.suite.split)
 
 
 class ModelHandle:

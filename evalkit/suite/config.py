@@ -51,6 +51,7 @@ class SuiteEntry:
     ks: list[int] | None = None  # pass@k / maj@k for these k <= samples (default 1, samples)
     judge: str | None = None  # judge engine: the judging model string (default smollm2-135m)
     baseline: str | None = None  # judge engine: model whose greedy responses are the baseline
+    confirm_fraction: float | None = None  # loop targets: share of items held out for confirmation (evalkit.suite.split)
     seed: int = 1234
     description: str = ""
     line: int = field(default=0, compare=False)  # where the entry starts in its file
@@ -83,7 +84,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "system_instruction": (str,), "data": (str,), "data_files": (dict,), "calibration": (bool,),
     "batch_size": (int,), "seed": (int,), "description": (str,), "samples": (int,),
     "temperature": (float, int), "top_p": (float, int), "ks": (list,),
-    "judge": (str,), "baseline": (str,),
+    "judge": (str,), "baseline": (str,), "confirm_fraction": (float,),
 }
 
 

@@ -38,11 +38,14 @@ class FrozenSuite:
 
 
 def entry_canonical(fe: FrozenEntry) -> dict[str, Any]:
-    return {
+    out = {
         "entry": {**fe.entry.as_config(), "limit": fe.limit},
         "configs": fe.canonical,
         "data": {os.path.basename(p): h for p, h in sorted(fe.files.items())},
     }
+    if fe.split is not None:  # only split entries carry it, so other suites keep their hashes
+        out["split"] = fe.split
+    return out
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ def cluster_run(
     n_examples: int = 5,
     embedder: Embedder | None = None,
     save: bool = True,
+    exclude: Collection[tuple[str, str, int]] | None = None,
 ) -> ClusterResult:
     """Cluster a run's samples (failures and successes) and, with ``save``, store the result.
 
@@ -48,13 +49,16 @@ def cluster_run(
     sample came from instead of slicing inside it. ``scope="run"`` clusters everything together
     (BERTopic as is). Seeds ``seed, seed+1, ...`` (``stability_seeds`` of them) are clustered;
     ``seed``'s partition is the result, all of them give the stability (mean pairwise ARI).
-    Same inputs and seed -> same clusters.
+    Same inputs and seed -> same clusters. ``exclude`` leaves out samples by (entry, task, doc_id):
+    the loop clusters only the selection half of a split entry.
     """
     if scope not in ("entry", "run"):
         raise EvalkitError(f"clusters: scope must be 'entry' or 'run', not '{scope}'")
     timer, t = Timer(), time.perf_counter()
     run = store.get_run(run_ref)
     samples = select_samples(store.samples(run.run_id), tasks, run.run_id)
+    if exclude:
+        samples = [s for s in samples if (s["entry"], s["task"], int(s["doc_id"])) not in exclude]
     items, skipped = build_items(samples)
     if not items:
         raise EvalkitError(f"run {run.run_id}: no samples with a pass/fail metric to cluster")

@@ -46,8 +46,17 @@ class LmEvalEngine:
                 cfg = configure_sampling(cfg, entry)
             configs[name] = cfg
         canonical = {name: lmtasks.canonical(cfg) for name, cfg in sorted(configs.items())}
+        split = None
+        if entry.confirm_fraction is not None:
+            from evalkit.suite.split import check_sizes, eval_rows, split_ids
+
+            split = {}
+            for name, cfg in sorted(configs.items()):
+                rows = eval_rows(cfg)
+                split[name] = split_ids(rows[:limit] if limit is not None else rows, entry.confirm_fraction)
+            check_sizes(entry.name, {p: [i for s in split.values() for i in s[p]] for p in ("select", "confirm")})
         return FrozenEntry(entry=entry, limit=limit, configs=configs, canonical=canonical, files=data.files,
-                           source=data.source, note=data.note)
+                           source=data.source, note=data.note, split=split)
 
     def run(self, frozen: FrozenEntry, model: ModelHandle, ctx: RunContext) -> None:
         from lm_eval import simple_evaluate
@@ -57,14 +66,20 @@ class LmEvalEngine:
         from evalkit.engines.lmeval.results import metric_rows, sample_rows
 
         entry = frozen.entry
-        ctx.store.start_entry(ctx.run_id, entry.name, {"entry": asdict(entry), "limit": frozen.limit})
+        ctx.store.start_entry(ctx.run_id, entry.name, {"entry": asdict(entry), "limit": frozen.limit,
+                                                        "part": ctx.part if frozen.split else "all"})
         wrapped = PersistentLM(model.lmeval, ctx.store, ctx.run_id, entry.name, progress=ctx.progress)
         chat = entry.apply_chat_template
+        # a split entry run for confirmation evaluates exactly its confirmation half (lm-eval's
+        # `samples` keeps the original doc ids, so items pair with a full run of the same suite)
+        only = ({t: ids["confirm"] for t, ids in frozen.split.items()}
+                if ctx.part == "confirm" and frozen.split else None)
         try:
             out = simple_evaluate(
                 model=wrapped,
                 tasks=list(frozen.configs.values()),
-                limit=frozen.limit,
+                limit=None if only else frozen.limit,
+                samples=only,
                 log_samples=True,
                 apply_chat_template=chat,
                 fewshot_as_multiturn=entry.fewshot_as_multiturn if entry.fewshot_as_multiturn is not None else chat,
