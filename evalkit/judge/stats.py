@@ -158,3 +158,19 @@ def _column(c: Sequence[Any]) -> np.ndarray:
     out = np.empty(len(c), dtype=object)
     out[:] = list(c)
     return out
+
+
+def wilson_ci(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a proportion (95% by default); (NaN, NaN) when ``n`` is 0.
+
+    Preferred over the percentile bootstrap for one proportion at small n, where the bootstrap's
+    coverage is poor (and it collapses to a point at 0% or 100%). ``successes`` may be fractional
+    (e.g. a tie counted as half a hit).
+    """
+    if n <= 0:
+        return NAN, NAN
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
