@@ -87,11 +87,13 @@ class Fakes:
     def backends(self) -> Backends:
         return Backends(eval=self.eval, suite_hash=lambda cfg: self.hash, lm=lambda cfg, m: FakeLM(),
                         model_dir=lambda m: m, kl=lambda cfg, p, r, prompts, store: {"mean_kl": 0.01, "n_prompts": len(prompts)},
-                        train=self.train, merge=self.merge, embed=lambda: None, cluster=self.cluster)
+                        train=self.train, merge=self.merge, embed=lambda: None, cluster=self.cluster,
+                        split=lambda cfg: {})
 
 
 def _cfg(**kw) -> LoopConfig:
-    base = {"model": "base", "suite": "fake", "targets": ("ifeval",), "rounds": 2, "self_prompts": 6, "self_k": 2}
+    base = {"model": "base", "suite": "fake", "targets": ("ifeval",), "rounds": 2, "self_prompts": 6, "self_k": 2,
+            "data_per_cluster": 0, "allow_underpowered": True}
     return from_mapping({**base, **kw})
 
 

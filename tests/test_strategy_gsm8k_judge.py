@@ -160,8 +160,8 @@ def test_gsm8k_self_and_judge_through_the_loop(tmp_path) -> None:
     b.embed = lambda: _hash_embed
     answers = {p.prompt: p.response.split("#### ")[1] for p in POOL}
     b.lm = lambda cfg, model: MathLM(answers)
-    cfg = from_mapping({"model": "base", "suite": "fake", "targets": ("ifeval",), "rounds": 1, "self_k": 2,
-                        "strategies": "pool,judge", "pool": str(pool), "judge": "scripted", "budget": 4,
+    cfg = from_mapping({"model": "base", "suite": "fake", "targets": ("ifeval",), "rounds": 1, "self_k": 2, "data_per_cluster": 0, "allow_underpowered": True,
+                        "strategies": "pool,judge", "skip_judge_check": True, "pool": str(pool), "judge": "scripted", "budget": 4,
                         "decontam_cosine": 2.0})
     chat = ChatLM(["short", "a longer sampled answer"])
     b.lm = lambda cfg, model: chat
@@ -206,7 +206,7 @@ def test_gsm8k_self_through_the_loop_trains_plain_text(tmp_path) -> None:
     b.embed = lambda: _hash_embed
     b.kl = lambda cfg, p, r, prompts, store: {"mean_kl": 0.01}
     b.lm = lambda cfg, model: MathLM({p.prompt: p.response.split("#### ")[1] for p in POOL})
-    cfg = from_mapping({"model": "base", "suite": "fake", "targets": ("gsm8k",), "rounds": 1, "self_k": 2, "self_prompts": 3,
+    cfg = from_mapping({"model": "base", "suite": "fake", "targets": ("gsm8k",), "rounds": 1, "self_k": 2, "self_prompts": 3, "allow_underpowered": True,
                         "pool": str(pool), "strategies": "self", "decontam_cosine": 2.0})
     store = RunStore(str(tmp_path / "g.sqlite"))
     run(cfg, store, reports_dir=str(tmp_path / "r"), backends=b, out=io.StringIO())

@@ -44,6 +44,16 @@ class LoopConfig:
     decontam_cosine: float = 0.9
     train: TrainConfig = field(default_factory=TrainConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    # data at volume (trainloop.volume): verified examples per targeted cluster per round; 0 = the
+    # older k-sample path (self_prompts x self_k). A rolled-back round that fitted doubles both.
+    data_per_cluster: int = 150
+    max_prompts: int = 900  # new prompts per round at most (the source's limit; x2 with the data)
+    fit_holdout: int = 40  # verified training prompts held back for the fit check (0: no check)
+    fit_min_gain: float = 0.10  # the candidate must pass that many more held-back prompts (and p < 0.05)
+    control: str | None = None  # "random": also train a same-size random-data candidate (the control)
+    skip_judge_check: bool = False  # use a judge that has not passed the agreement check (trainloop.judge_check)
+    allow_underpowered: bool = False  # train even when the power plan says the gate cannot see the hoped gain
+    export_dir: str | None = None  # copy each promoted model here too (must not exist)
     kl_prompts: int = 20
     kl_max_new_tokens: int = 48
     data_dir: str | None = None
@@ -61,6 +71,10 @@ class LoopConfig:
             raise EvalkitError("loop: ROUNDS must be at least 1")
         if not self.targets:
             raise EvalkitError("loop: TARGET names no suite entry")
+        if self.control not in (None, "random"):
+            raise EvalkitError(f"loop: control must be 'random' or unset (got '{self.control}')")
+        if self.data_per_cluster < 0 or self.max_prompts < 1 or self.fit_holdout < 0:
+            raise EvalkitError("loop: data_per_cluster and fit_holdout must be >= 0, max_prompts >= 1")
 
     def identity(self) -> str:
         d = self.to_dict()
@@ -102,7 +116,7 @@ def from_mapping(data: dict[str, Any], base: LoopConfig | None = None, where: st
         raise EvalkitError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(top))})")
     kw: dict[str, Any] = {}
     for k, v in data.items():
-        if v is None and k not in ("pool", "teacher", "judge", "data_dir", "limit"):
+        if v is None and k not in ("pool", "teacher", "judge", "data_dir", "limit", "control", "export_dir"):
             continue
         if k == "train":
             kw[k] = _nested(TrainConfig, base.train, v, f"{where}: train")

@@ -17,7 +17,13 @@ def run(cfg: LoopConfig, store: RunStore, reports_dir: str = "reports", backends
     """Rounds 0..cfg.rounds, resumable; returns the outcome and the loop report's path."""
     from trainloop.report import write_loop_report
 
+    from trainloop import store as ls
+    from trainloop.export import check_export_dir
+
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    ls.ensure_tables(store)
+    if ls.get_loop(store, cfg.identity()) is None:  # bad input costs nothing: checked before round 0
+        check_export_dir(cfg.export_dir)
     steps = LoopSteps(cfg, backends)
     outcome = run_loop(store, cfg.identity(), cfg.to_dict(), cfg.rounds, steps.for_round, out=out or sys.stderr)
     return outcome, write_loop_report(store, cfg.identity(), reports_dir)

@@ -26,12 +26,18 @@ from trainloop import store as ls
 
 
 # ------------------------------------------------------------------------------------ backends
-def _eval(cfg: LoopConfig, model: str, store: Any) -> dict[str, Any]:
+def _eval(cfg: LoopConfig, model: str, store: Any, part: str = "all") -> dict[str, Any]:
     from evalkit.runner import EvalSettings, run_suite
 
     res = run_suite(EvalSettings(model=model, suite=cfg.suite, data_dir=cfg.data_dir, limit=cfg.limit,
-                                 batch_size=cfg.batch_size, reuse_complete=True), store)
-    return {"run_id": res.run_id, "suite_hash": res.suite_hash, "reused": res.resumed}
+                                 batch_size=cfg.batch_size, reuse_complete=True, part=part), store)
+    return {"run_id": res.run_id, "suite_hash": res.suite_hash, "reused": res.resumed, "part": part}
+
+
+def _split(cfg: LoopConfig) -> dict[str, Any]:
+    from trainloop.confirm import frozen_split
+
+    return frozen_split(cfg)
 
 
 def _suite_hash(cfg: LoopConfig) -> str:
@@ -92,10 +98,10 @@ def _embed() -> Callable[..., Any]:
     return minilm_embed
 
 
-def _cluster(store: Any, run_id: str, targets: list[str], seed: int) -> Any:
+def _cluster(store: Any, run_id: str, targets: list[str], seed: int, exclude: Any = None) -> Any:
     from evalkit.analysis.clusters import cluster_run
 
-    return cluster_run(store, run_id, tasks=targets, seed=seed)
+    return cluster_run(store, run_id, tasks=targets, seed=seed, exclude=exclude)
 
 
 @dataclass
@@ -110,6 +116,7 @@ class Backends:
     embed: Callable[[], Callable[..., Any] | None] = _embed
     cluster: Callable[[Any, str, list[str], int], Any] = _cluster
     judge: Callable[[str], Any] = _judge
+    split: Callable[[LoopConfig], dict[str, Any]] = _split  # entry -> {"select"/"confirm": [[task, doc_id]]}
 
 
 # --------------------------------------------------------------------------------------- state
@@ -119,6 +126,7 @@ class Current:
     run_id: str
     clusters_round: int
     rejected_since: int = 0  # rounds rejected since the last promotion (the next round asks for more data)
+    misfit_since: int = 0  # of those, training failures (the next round changes the training instead)
 
 
 def current(ctx: RoundContext, cfg: LoopConfig) -> Current:
@@ -128,6 +136,8 @@ def current(ctx: RoundContext, cfg: LoopConfig) -> Current:
         p = ctx.result("promote", r)
         if p.get("promoted"):
             st = Current(p["model"], p["run_id"], r)
+        elif (ctx.maybe_result("fit", r) or {}).get("ok") is False:
+            st.misfit_since += 1
         else:
             st.rejected_since += 1
     return st
@@ -237,16 +247,40 @@ class _Selection:
     def judge(self, model: str) -> dict[str, Any]:
         from trainloop.strategy_judge import JudgeStrategyConfig, judge_strategy
 
+        from trainloop.judge_check import JudgeCheckConfig, require_judge
+
         if not self.cfg.judge:
             raise EvalkitError("loop: the 'judge' strategy needs JUDGE=<model> (judge: in the loop config)")
+        judge = self.b.judge(self.cfg.judge)
+        check = None
+        if not self.cfg.skip_judge_check:  # a judge proves itself on human labels first (one line if not)
+            check = require_judge(judge, self.ctx.store, JudgeCheckConfig(data_dir=self.cfg.data_dir))
         problems, picked = self.nearest("judge", self.cfg.budget * self.scale)
         seed = self.cfg.seed * 1000 + self.ctx.round
         other = self.b.lm(self.cfg, str(self.cfg.teacher)) if self.cfg.teacher else None
-        data = judge_strategy(self.b.lm(self.cfg, model), self.b.judge(self.cfg.judge), problems,
+        data = judge_strategy(self.b.lm(self.cfg, model), judge, problems,
                               JudgeStrategyConfig(sampling=self._sampling(seed), min_margin=self.cfg.judge_margin),
                               other=other, store=self.ctx.store)
         self.examples += data.examples
-        return {**data.stats, "pool": picked}
+        return {**data.stats, "pool": picked, "judge_check": check.to_dict() if check else "skipped"}
+
+    def volume(self, name: str, model: str) -> dict[str, Any]:
+        """IFEval data at volume (:mod:`trainloop.volume`): a budget per targeted cluster, greedy
+        answers cleaned, verified or repaired; the first ``fit_holdout`` prompts held back."""
+        from trainloop.strategy_self import instruction_weights
+        from trainloop.volume import VolumeConfig, fill
+
+        cfg, tag_mix = self.cfg, self.cl.get("tag_mix") or {}
+        weights, sources = instruction_weights([{"cluster_id": t.cluster_id, "tag_mix": tag_mix.get(str(t.cluster_id))}
+                                                for t in self.targets])
+        if not weights:
+            raise EvalkitError(f"loop: the '{name}' strategy needs IFEval instruction failures in the target clusters")
+        vc = VolumeConfig(per_cluster=cfg.data_per_cluster * self.scale, max_prompts=cfg.max_prompts * self.scale,
+                          holdout=cfg.fit_holdout, max_new_tokens=cfg.self_max_new_tokens,
+                          seed=cfg.seed * 1000 + self.ctx.round)
+        data = fill(self.b.lm(cfg, model), weights, sources, vc, self.eval_texts, self.embed, self.decontam, strategy=name)
+        self.examples += data.examples
+        return {**data.stats, "holdout_docs": data.holdout}
 
     def _sampling(self, seed: int) -> Any:
         from trainloop.sample import SamplingConfig
@@ -264,9 +298,15 @@ class LoopSteps:
 
     def for_round(self, rnd: int) -> list[Step]:
         if rnd == 0:
-            return [Step("suite", self.suite), Step("eval", self.eval), Step("clusters", self.clusters)]
+            return [Step("suite", self.suite), Step("eval", self.eval), Step("clusters", self.clusters),
+                    Step("plan", self.plan)]
+        no_control = self._skip_control
         return [Step("suite", self.suite), Step("select", self.select), Step("train", self.train),
-                Step("eval", self.eval), Step("kl", self.kl), Step("gate", self.gate), Step("promote", self.promote),
+                Step("fit", self.fit, skip=self._skip_fit), Step("eval", self.eval), Step("kl", self.kl),
+                Step("control_select", self.control_select, skip=no_control),
+                Step("control_train", self.control_train, skip=no_control),
+                Step("control_eval", self.control_eval, skip=no_control),
+                Step("gate", self.gate), Step("promote", self.promote),
                 Step("clusters", self.clusters, skip=self._skip_clusters)]
 
     # -- suite: freeze, record in round 0, refuse changes later
@@ -279,12 +319,32 @@ class LoopSteps:
         elif recorded != h:
             raise StopLoop(f"suite '{self.cfg.suite}' changed since round 0 (hash {recorded} -> {h}): a loop measures "
                            "every round on one frozen suite; restore the suite (configs and data) or start a new loop")
-        return {"suite_hash": h}
+        if ctx.round > 0:
+            return {"suite_hash": h}
+        split = self.b.split(self.cfg)
+        return {"suite_hash": h, "split": split,
+                "split_sizes": {e: {p: len(v) for p, v in halves.items()} for e, halves in split.items()}}
+
+    def _split(self, ctx: RoundContext) -> dict[str, Any]:
+        return ctx.result("suite", 0).get("split") or {}
+
+    def _confirm(self, ctx: RoundContext) -> dict[str, set[tuple[str, int]]]:
+        from trainloop.confirm import part_keys
+
+        return part_keys(self._split(ctx), "confirm")
 
     # -- eval: the current model in round 0, the candidate adapter later
     def eval(self, ctx: RoundContext) -> dict[str, Any]:
         model = self.cfg.model if ctx.round == 0 else ctx.result("train")["adapter_dir"]
-        res = self.b.eval(self.cfg, model, ctx.store)
+        return self._eval_model(ctx, model)
+
+    def _eval_model(self, ctx: RoundContext, model: str) -> dict[str, Any]:
+        # round 0 measures everything (the selection half feeds the clusters); a candidate only
+        # needs the confirmation half of split entries (and every tax entry in full)
+        if ctx.round > 0 and self._split(ctx):
+            res = self.b.eval(self.cfg, model, ctx.store, "confirm")
+        else:
+            res = self.b.eval(self.cfg, model, ctx.store)
         recorded = (ls.get_loop(ctx.store, ctx.loop_id) or {}).get("suite_hash")
         if recorded and res["suite_hash"] != recorded:
             raise StopLoop(f"the evaluation ran on suite hash {res['suite_hash']}, not the loop's {recorded}")
@@ -297,14 +357,22 @@ class LoopSteps:
         from trainloop.targets import rank_targets
 
         run_id = ctx.result("eval")["run_id"] if ctx.round == 0 else ctx.result("promote")["run_id"]
+        if ctx.round > 0 and self._split(ctx):  # the promoted model's selection half was not evaluated yet
+            run_id = self.b.eval(self.cfg, ctx.result("promote")["model"], ctx.store)["run_id"]
         entries = sorted({m["entry"] for m in ctx.store.metrics(run_id)})
-        result = self.b.cluster(ctx.store, run_id, _target_entries(self.cfg, entries), self.cfg.seed)
+        confirm = self._confirm(ctx)
+        if confirm:  # selection half only: the confirmation half never chooses data
+            result = self.b.cluster(ctx.store, run_id, _target_entries(self.cfg, entries), self.cfg.seed,
+                                    exclude={(e, t, i) for e, keys in confirm.items() for t, i in keys})
+        else:
+            result = self.b.cluster(ctx.store, run_id, _target_entries(self.cfg, entries), self.cfg.seed)
         ranked = rank_targets(result, self.cfg.targets, top=self.cfg.top_clusters)
         return {"run_id": run_id, "clustering_id": result.clustering_id, "n_clusters": len(result.clusters),
                 "n_failures": result.n_failures, "stability": result.stability,
                 "targets": [{"cluster_id": t.cluster_id, "label": t.label, "failures": t.failures, "lift": t.lift,
                              "keys": [list(k) for k in t.keys]} for t in ranked],
-                "tag_mix": {str(c.cluster_id): c.tag_mix for c in result.clusters}}
+                "tag_mix": {str(c.cluster_id): c.tag_mix for c in result.clusters},
+                "members": [[m.entry, m.task, m.doc_id, m.cluster_id] for m in result.members]}
 
     def _skip_clusters(self, ctx: RoundContext) -> str | None:
         return None if ctx.result("promote").get("promoted") else "round rolled back: the current model's clusters stand"
@@ -324,13 +392,16 @@ class LoopSteps:
         if not strategies:
             raise EvalkitError("loop: no counterexample strategy applies (IFEval targets use 'self'; others need a "
                                "training pool: POOL=<jsonl>)")
-        scale = 2 ** st.rejected_since  # a rolled-back round is retried with more data
+        scale = 2 ** st.rejected_since  # a rolled-back round that fitted is retried with more data
         base_items = _samples_items(ctx.store, ctx.result("eval", 0)["run_id"])
         sel = _Selection(self, ctx, cl, targets, scale, list(dict.fromkeys(it.instruction for it in base_items if it.instruction)),
                          DecontamConfig(ngram=cfg.decontam_ngram, cosine=cfg.decontam_cosine))
         info: dict[str, Any] = {"targets": [t.cluster_id for t in targets], "scale": scale, "strategies": {}}
         if "self" in strategies and cfg.ifeval_targets():
-            info["strategies"]["self"] = sel.ifeval("self", st.model)
+            if cfg.data_per_cluster > 0:
+                info["strategies"]["self"] = sel.volume("self", st.model)
+            else:
+                info["strategies"]["self"] = sel.ifeval("self", st.model)
         if "self" in strategies and cfg.gsm8k_targets():
             info["strategies"]["self-gsm8k"] = sel.gsm8k(st.model)
         if "self" in strategies and not (cfg.ifeval_targets() or cfg.gsm8k_targets()):
@@ -356,32 +427,124 @@ class LoopSteps:
             raise EvalkitError("loop: selection produced no training examples (see the strategy counts in the store)")
         return info
 
+    # -- plan: what the gate can detect at the frozen n (refuses an underpowered loop)
+    def plan(self, ctx: RoundContext) -> dict[str, Any]:
+        from trainloop.plan import format_plan, make_plan
+
+        run_id = ctx.result("eval", 0)["run_id"]
+        samples = ctx.store.samples(run_id)
+        entries = sorted({s["entry"] for s in samples})
+        plan = make_plan(samples, _target_entries(self.cfg, entries), self.cfg.gate, self._confirm(ctx))
+        ctx.echo(format_plan(plan))
+        if plan["refusal"] and not self.cfg.allow_underpowered:
+            raise StopLoop(plan["refusal"])
+        return {**plan, "overridden": bool(plan["refusal"])}
+
     # -- train a LoRA adapter on the current model
     def train(self, ctx: RoundContext) -> dict[str, Any]:
+        from trainloop.fit import next_training
+
         cfg, st = self.cfg, current(ctx, self.cfg)
-        rows = ls.get_examples(ctx.store, ctx.loop_id, ctx.round)
+        rows = [r for r in ls.get_examples(ctx.store, ctx.loop_id, ctx.round)
+                if r["provenance"].get("strategy") != "control"]
         sft = [r["data"] for r in rows if r["kind"] == "sft"]
         dpo = [r["data"] for r in rows if r["kind"] == "dpo"]
         grpo = [r["data"] for r in rows if r["kind"] == "grpo"]
         method = cfg.method
         if method == "auto":
             method = "sft+dpo" if dpo and sft else ("dpo" if dpo else "sft")
-        tc = replace(cfg.train, method=method, seed=cfg.seed + ctx.round)
+        # after training failures, the documented rule changes the step (trainloop.fit.next_training)
+        tc = replace(next_training(cfg.train, st.misfit_since), method=method, seed=cfg.seed + ctx.round)
         out = os.path.join(loop_dir(ctx), f"round-{ctx.round}", "adapter")
         res = self.b.train(self.b.model_dir(st.model), sft, dpo, out, tc, grpo)
-        return {**res, "method": method, "base_model": st.model, "train_config": asdict(tc)}
+        return {**res, "method": method, "base_model": st.model, "train_config": asdict(tc),
+                "training_failures_before": st.misfit_since}
 
-    # -- KL(candidate || original reference) on the target entries' prompts
-    def kl(self, ctx: RoundContext) -> dict[str, Any]:
+    # -- fit: does the candidate follow its own held-back training prompts?
+    def _skip_fit(self, ctx: RoundContext) -> str | None:
+        held = ((ctx.result("select").get("strategies") or {}).get("self") or {}).get("holdout_docs")
+        return None if held else "no held-back training prompts (fit_holdout: 0 or not the volume strategy)"
+
+    def fit(self, ctx: RoundContext) -> dict[str, Any]:
+        from trainloop.fit import judge_fit, score_holdout
+        from trainloop.sample import SamplingConfig, sample_chat
+
+        held = ctx.result("select")["strategies"]["self"]["holdout_docs"]
+        lm = self.b.lm(self.cfg, ctx.result("train")["adapter_dir"])
+        sc = SamplingConfig(k=1, temperature=0.0, max_new_tokens=self.cfg.self_max_new_tokens, seed=self.cfg.seed)
+        outs = [o[0] if o else "" for o in sample_chat(lm, [h["doc"]["prompt"] for h in held], sc, disable_tqdm=True)]
+        fit = judge_fit([bool(h["base_pass"]) for h in held], score_holdout(held, outs), self.cfg.fit_min_gain)
+        ctx.echo(fit.reason)
+        return {**fit.to_dict(), "examples": [{"prompt": h["doc"]["prompt"], "base": h["base_response"], "candidate": o}
+                                             for h, o in list(zip(held, outs))[:5]]}
+
+    # -- KL(candidate || original reference): on prompts the round did not target, where drift is a cost
+    def _kl_prompts(self, ctx: RoundContext, n: int) -> tuple[list[str], str]:
         items = _samples_items(ctx.store, ctx.result("eval", 0)["run_id"])
         entries = sorted({it.entry for it in items})
         targets = set(_target_entries(self.cfg, entries))
-        prompts = [it.instruction for it in items if it.entry in targets and it.instruction][: self.cfg.kl_prompts]
+        mine = [it for it in items if it.entry in targets and it.instruction]
+        sel = ctx.result("select").get("strategies") or {}
+        trained = {i for st in sel.values() if isinstance(st, dict) for h in st.get("holdout_docs", [])
+                   for i in h["doc"]["instruction_id_list"]}
+        trained |= {i for r in ls.get_examples(ctx.store, ctx.loop_id, ctx.round) for i in r["provenance"].get("instructions", [])}
+        other = [it.instruction for it in mine if it.tags and not set(it.tags) & trained]
+        if trained and len(other) >= min(n, 5):
+            return other[:n], "untargeted"
+        return [it.instruction for it in mine][:n], "target"
+
+    def kl(self, ctx: RoundContext) -> dict[str, Any]:
+        prompts, where = self._kl_prompts(ctx, self.cfg.kl_prompts)
         if not prompts:
             raise EvalkitError("loop: no target prompts to measure KL on")
-        return self.b.kl(self.cfg, ctx.result("train")["adapter_dir"], self.cfg.model, prompts, ctx.store)
+        res = self.b.kl(self.cfg, ctx.result("train")["adapter_dir"], self.cfg.model, prompts, ctx.store)
+        return {**res, "prompts_kind": where}
 
-    # -- gate: paired target gain, alignment tax, KL budget; plus did the targeted clusters shrink
+    # -- control: the same number of examples without cluster targeting, same training, same split
+    def _skip_control(self, ctx: RoundContext) -> str | None:
+        return None if self.cfg.control == "random" else "no control configured (control: random)"
+
+    def control_select(self, ctx: RoundContext) -> dict[str, Any]:
+        from trainloop.decontam import DecontamConfig
+        from trainloop.volume import VolumeConfig, fill, uniform_weights
+
+        cfg, st = self.cfg, current(ctx, self.cfg)
+        rows = [r for r in ls.get_examples(ctx.store, ctx.loop_id, ctx.round) if r["provenance"].get("strategy") != "control"]
+        n = sum(r["kind"] == "sft" for r in rows)
+        if n == 0:
+            raise EvalkitError("loop: the random control needs the targeted round's SFT data (none was selected)")
+        base_items = _samples_items(ctx.store, ctx.result("eval", 0)["run_id"])
+        weights, sources = uniform_weights()
+        vc = VolumeConfig(per_cluster=0, max_prompts=cfg.max_prompts * 4, holdout=0,
+                          max_new_tokens=cfg.self_max_new_tokens, seed=cfg.seed * 1000 + ctx.round + 777)
+        data = fill(self.b.lm(cfg, st.model), weights, sources, vc,
+                    list(dict.fromkeys(it.instruction for it in base_items if it.instruction)), self.b.embed(),
+                    DecontamConfig(ngram=cfg.decontam_ngram, cosine=cfg.decontam_cosine), strategy="control",
+                    target_total=n)
+        sft = [e for e in data.examples if e[0] == "sft"][:n]  # the equal-size rule: exactly the targeted count
+        ls.put_examples(ctx.store, ctx.loop_id, ctx.round,  # keep the targeted rows; replace any earlier control rows
+                        [(r["kind"], r["data"], r["provenance"]) for r in rows] + sft)
+        return {**{k: v for k, v in data.stats.items()}, "sft": len(sft), "targeted_sft": n, "equal": len(sft) == n}
+
+    def control_train(self, ctx: RoundContext) -> dict[str, Any]:
+        from trainloop.train import TrainConfig
+
+        st = current(ctx, self.cfg)
+        rows = [r["data"] for r in ls.get_examples(ctx.store, ctx.loop_id, ctx.round)
+                if r["provenance"].get("strategy") == "control" and r["kind"] == "sft"]
+        tconf = dict(ctx.result("train")["train_config"])
+        tconf["method"] = "sft"
+        if isinstance(tconf.get("target_modules"), list):
+            tconf["target_modules"] = tuple(tconf["target_modules"])
+        tc = TrainConfig(**tconf)
+        out = os.path.join(loop_dir(ctx), f"round-{ctx.round}", "control-adapter")
+        res = self.b.train(self.b.model_dir(st.model), rows, [], out, tc, [])
+        return {**res, "method": "sft", "train_config": asdict(tc)}
+
+    def control_eval(self, ctx: RoundContext) -> dict[str, Any]:
+        return self._eval_model(ctx, ctx.result("control_train")["adapter_dir"])
+
+    # -- gate: paired target gain (confirmation half), alignment tax, KL budget; clusters; the control
     def gate(self, ctx: RoundContext) -> dict[str, Any]:
         from evalkit.analysis.paired import compare_runs
         from evalkit.analysis.tax import alignment_tax
@@ -392,16 +555,54 @@ class LoopSteps:
         comp = compare_runs(ctx.store, st.run_id, cand, seed=cfg.seed)
         entries = comp.entries()
         targets = _target_entries(cfg, entries)
-        decision = decide(comp, targets, cfg.gate, ctx.result("kl").get("mean_kl"))
+        plan = ctx.maybe_result("plan", 0) or {}
+        mde = {r["entry"]: r["mde"] for r in plan.get("rows", [])}
+        decision = decide(comp, targets, cfg.gate, ctx.result("kl").get("mean_kl"),
+                          no_signal=plan.get("no_signal", []), mde=mde)
         tax = alignment_tax(comp, targets, primary=cfg.gate.primary)
-        return {"promote": decision.promote, **decision.to_dict(), "run_a": st.run_id, "run_b": cand,
-                "tax": tax.to_dict(), "rows": [r.to_dict() for r in comp.rows if r.level == "entry"],
-                "clusters": self._shrink(ctx, st, cand)}
+        out = {"promote": decision.promote, **decision.to_dict(), "run_a": st.run_id, "run_b": cand,
+               "tax": tax.to_dict(), "rows": [r.to_dict() for r in comp.rows if r.level == "entry"],
+               "clusters": self._shrink(ctx, st, cand), "split": "confirm" if self._split(ctx) else "all"}
+        ctl = ctx.maybe_result("control_eval")
+        if ctl and ctl.get("run_id"):
+            out["control"] = self._control_rows(ctx, st.run_id, cand, ctl["run_id"], targets)
+        return out
+
+    def _control_rows(self, ctx: RoundContext, current_run: str, cand: str, control: str,
+                      targets: list[str]) -> dict[str, Any]:
+        """Targeted vs random vs current, paired on the same items (the experiment that tells
+        whether cluster targeting earns its keep)."""
+        from evalkit.analysis.paired import compare_runs
+        from evalkit.analysis.tax import primary_metric
+
+        def rows(a: str, b: str) -> list[dict[str, Any]]:
+            comp = compare_runs(ctx.store, a, b, seed=self.cfg.seed)
+            out = []
+            for e in comp.entries():
+                avail = sorted({r.metric for r in comp.rows if r.entry == e and r.level == "entry"})
+                try:
+                    m = primary_metric(e, avail, self.cfg.gate.primary)
+                except EvalkitError:
+                    continue
+                r = comp.row(e, m)
+                if r is not None:
+                    out.append({**r.to_dict(), "role": "target" if e in targets else "tax"})
+            return out
+
+        return {"run_id": control, "control_vs_current": rows(current_run, control),
+                "targeted_vs_control": rows(control, cand)}
 
     def _shrink(self, ctx: RoundContext, st: Current, cand: str) -> list[dict[str, Any]]:
-        """Each targeted cluster's failing items, re-scored on the candidate: how many still fail."""
+        """Each targeted cluster's failing items, re-scored on the candidate: how many still fail.
+        With a split, counted on the confirmation half (items joined to clusters by nearest centroid)."""
         cl = ctx.result("clusters", st.clusters_round)
         after = {it.key: it.failed for it in _samples_items(ctx.store, cand)}
+        confirm = self._confirm(ctx)
+        if confirm and cl.get("members") is not None:
+            from trainloop.confirm import confirm_shrink
+
+            items = {it.key: it for it in _samples_items(ctx.store, st.run_id)}
+            return confirm_shrink(cl["targets"], cl["members"], items, confirm, after, self.b.embed())
         out = []
         for t in cl["targets"]:
             keys = [tuple(k) for k in t["keys"]]
@@ -417,4 +618,10 @@ class LoopSteps:
             return {"promoted": False, "model": st.model, "run_id": st.run_id, "reasons": failed}
         adapter = ctx.result("train")["adapter_dir"]
         merged = self.b.merge(self.b.model_dir(st.model), adapter, os.path.join(loop_dir(ctx), f"round-{ctx.round}", "model"))
-        return {"promoted": True, "model": merged, "run_id": ctx.result("eval")["run_id"], "adapter": adapter}
+        exported = None
+        if self.cfg.export_dir:
+            from trainloop.export import export_model
+
+            exported = export_model(merged, os.path.join(self.cfg.export_dir, f"round-{ctx.round}"))
+        return {"promoted": True, "model": merged, "run_id": ctx.result("eval")["run_id"], "adapter": adapter,
+                "promoted_model": os.path.abspath(exported or merged)}
