@@ -291,6 +291,10 @@ def cmd_loop(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, {
         "model": args.model, "suite": args.suite, "targets": args.target, "rounds": args.rounds, "method": args.method,
         "strategies": args.strategy, "pool": args.pool, "teacher": args.teacher, "judge": args.judge, "data_dir": args.data_dir, "limit": args.limit, "seed": args.seed,
+        "control": args.control, "export_dir": args.export_dir,
+        "allow_underpowered": True if args.allow_underpowered else None,
+        "skip_judge_check": True if args.skip_judge_check else None,
+        **({"rounds": 0} if args.plan else {}),
     })
     outcome, report = run(cfg, _store(args), args.reports_dir)
     ran = ", ".join(f"r{r}:{s}" for r, s in outcome.ran) or "nothing (all steps were stored)"
@@ -407,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--data-dir", default=os.environ.get("EVALKIT_DATA_DIR"), help="local mirror of the datasets")
     lp.add_argument("--limit", type=int, help="cap every suite entry at N samples (smoke runs)")
     lp.add_argument("--seed", type=int)
+    lp.add_argument("--control", choices=["random"], help="also train a same-size random-data candidate (the control)")
+    lp.add_argument("--export-dir", help="copy each promoted model here too (must not exist)")
+    lp.add_argument("--plan", action="store_true", help="dry run: round 0 (eval, clusters) and the power plan, no training")
+    lp.add_argument("--allow-underpowered", action="store_true",
+                    help="train even when the power plan says the gate cannot detect the hoped-for gain")
+    lp.add_argument("--skip-judge-check", action="store_true", help="use a judge that failed (or skipped) the agreement check")
     lp.add_argument("--reports-dir", default="reports")
     lp.add_argument("--json", action="store_true")
     lp.set_defaults(func=cmd_loop)

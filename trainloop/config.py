@@ -47,6 +47,7 @@ class LoopConfig:
     # data at volume (trainloop.volume): verified examples per targeted cluster per round; 0 = the
     # older k-sample path (self_prompts x self_k). A rolled-back round that fitted doubles both.
     data_per_cluster: int = 150
+    repairable_only: bool = True  # volume data only for instruction types with a programmatic repair
     max_prompts: int = 900  # new prompts per round at most (the source's limit; x2 with the data)
     fit_holdout: int = 40  # verified training prompts held back for the fit check (0: no check)
     fit_min_gain: float = 0.10  # the candidate must pass that many more held-back prompts (and p < 0.05)
@@ -67,8 +68,8 @@ class LoopConfig:
         bad = [s for s in self.strategies if s not in STRATEGIES + ("auto",)]
         if bad:
             raise EvalkitError(f"loop: unknown strategy '{bad[0]}' (choose from auto, {', '.join(STRATEGIES)})")
-        if self.rounds < 1:
-            raise EvalkitError("loop: ROUNDS must be at least 1")
+        if self.rounds < 0:
+            raise EvalkitError("loop: ROUNDS must be 0 (round 0 and the power plan only) or more")
         if not self.targets:
             raise EvalkitError("loop: TARGET names no suite entry")
         if self.control not in (None, "random"):

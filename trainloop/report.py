@@ -90,8 +90,13 @@ def page_context(store: RunStore, loop_id: str) -> dict[str, Any]:
             "shrink": gate.get("clusters", []), "select": res.get((r, "select")), "train": train,
             "curve": _curve(train.get("loss_curve", [])) if train else None,
             "provenance": _provenance(ls.get_examples(store, loop_id, r)) if r > 0 else [],
+            "fit": res.get((r, "fit")), "control": gate.get("control"),
+            "control_train": res.get((r, "control_train")), "control_select": res.get((r, "control_select")),
+            "kl_kind": (res.get((r, "kl")) or {}).get("prompts_kind"),
         })
-    return {"loop": loop, "cfg": cfg, "entries": entries, "rounds": rounds, "steps": steps, "pt": pt}
+    plan = res.get((0, "plan"))
+    return {"loop": loop, "cfg": cfg, "entries": entries, "rounds": rounds, "steps": steps, "pt": pt, "plan": plan,
+            "split": (res.get((0, "suite")) or {}).get("split_sizes") or {}}
 
 
 def write_loop_report(store: RunStore, loop_id: str, reports_dir: str = "reports") -> str:
@@ -102,4 +107,7 @@ def write_loop_report(store: RunStore, loop_id: str, reports_dir: str = "reports
     path = os.path.join(out_dir, "index.html")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(html)
+    from trainloop.loopjson import write as write_json
+
+    write_json(store, loop_id, out_dir)
     return path

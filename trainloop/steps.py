@@ -277,7 +277,7 @@ class _Selection:
             raise EvalkitError(f"loop: the '{name}' strategy needs IFEval instruction failures in the target clusters")
         vc = VolumeConfig(per_cluster=cfg.data_per_cluster * self.scale, max_prompts=cfg.max_prompts * self.scale,
                           holdout=cfg.fit_holdout, max_new_tokens=cfg.self_max_new_tokens,
-                          seed=cfg.seed * 1000 + self.ctx.round)
+                          seed=cfg.seed * 1000 + self.ctx.round, repairable_only=cfg.repairable_only)
         data = fill(self.b.lm(cfg, model), weights, sources, vc, self.eval_texts, self.embed, self.decontam, strategy=name)
         self.examples += data.examples
         return {**data.stats, "holdout_docs": data.holdout}

@@ -41,6 +41,8 @@ class VolumeConfig:
     max_new_tokens: int = 160
     min_chars: int = 40  # a cleaned answer shorter than this is dropped (degenerate)
     seed: int = 0
+    repairable_only: bool = True  # draw only instruction types a programmatic repair can fix (verified data
+    # for any failing answer); other types yield data only where the model already passes them
 
 
 @dataclass
@@ -96,7 +98,8 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
     clusters = sorted({c for cs in sources.values() for c in cs})
     have = {c: 0 for c in clusters}
     used = dropped_contam = dropped_short = natural = repaired = unrepairable = 0
-    n_sft = 0
+    n_sft = repeats = 0
+    seen: set[str] = set()
     chunk_no = 0
     sampling = SamplingConfig(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens, seed=config.seed)
 
@@ -115,6 +118,8 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
             w = {i: x for i, x in weights.items() if want & set(sources.get(i, []))}
         else:
             w = dict(weights)
+        if config.repairable_only:
+            w = {i: x for i, x in w.items() if i in REPAIRS}
         if not w:
             break
         prompts = sample_prompts(w, n, seed=config.seed * 1000 + chunk_no + 1)
@@ -122,8 +127,15 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
                    for p in prompts]
         chunk_no += 1
         used += n
+        fresh = []
+        for p in prompts:  # a repeated prompt would be trained twice, or leak into the fit check
+            if p.prompt not in seen:
+                seen.add(p.prompt)
+                fresh.append(p)
+        repeats += len(prompts) - len(fresh)
+        prompts = fresh
         report = decontaminate([p.prompt for p in prompts], eval_texts, embed, decontam)
-        dropped_contam += n - len(report.kept)
+        dropped_contam += len(prompts) - len(report.kept)
         kept = [prompts[i] for i in report.kept]
         outs = generate(lm, [p.prompt for p in kept], sampling) if kept else []
         for p, o in zip(kept, outs):
@@ -148,7 +160,7 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
                 out.holdout.append({"doc": p.to_doc(), "base_pass": base_pass, "base_response": raw})
                 n_sft += 1
                 continue
-            if target_total is not None and n_sft >= target_total + config.holdout:
+            if done():  # budget met inside this chunk: the rest of its answers are not needed
                 break
             natural += origin == "sample"
             repaired += origin == "repair"
@@ -161,7 +173,7 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
     sft = sum(k == "sft" for k, _, _ in out.examples)
     out.stats = {
         "strategy": strategy, "prompts": used, "decontam_dropped": dropped_contam, "dropped_short": dropped_short,
-        "unrepairable": unrepairable, "natural": natural, "repaired": repaired, "sft": sft,
+        "unrepairable": unrepairable, "repeats": repeats, "natural": natural, "repaired": repaired, "sft": sft,
         "dpo": sum(k == "dpo" for k, _, _ in out.examples), "holdout": len(out.holdout),
         "per_cluster": {str(c): have[c] for c in clusters}, "budget_per_cluster": config.per_cluster,
         "target_total": target_total,
