@@ -33,7 +33,8 @@ help:
 	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
 	@echo "make judge-agreement JUDGE=... DATA=...                   judge-vs-human agreement on labelled pairs"
 	@echo "make bench [BENCH_ARGS=...]                               evalkit's backend vs stock lm-eval -> bench/RESULTS.md"
-	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL= JUDGE= LOOP_CONFIG=]  eval -> clusters -> data -> LoRA -> gated promotion"
+	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL= JUDGE= CONTROL=random EXPORT_DIR= LOOP_CONFIG=]  eval -> clusters -> data -> LoRA -> gated promotion"
+	@echo "make loop PLAN=1 LOOP_CONFIG=...                         dry run: round 0 and the power plan (what the gate can detect), no training"
 
 setup: $(STAMP)
 
@@ -85,7 +86,8 @@ test: setup
 loop: setup
 	$(EVALKIT) --store $(STORE) loop $(call given,MODEL,model) $(call given,SUITE,suite) $(call given,TARGET,target) \
 		$(call given,ROUNDS,rounds) $(call given,METHOD,method) $(if $(STRATEGY),--strategy "$(STRATEGY)") $(if $(POOL),--pool "$(POOL)") $(if $(TEACHER),--teacher "$(TEACHER)") \
-		$(call given,JUDGE,judge) \
+		$(call given,JUDGE,judge) $(if $(CONTROL),--control "$(CONTROL)") $(if $(EXPORT_DIR),--export-dir "$(EXPORT_DIR)") \
+		$(if $(PLAN),--plan) $(if $(ALLOW_UNDERPOWERED),--allow-underpowered) \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) $(if $(LOOP_CONFIG),--config "$(LOOP_CONFIG)")
 
 bench: setup

@@ -32,3 +32,11 @@ def test_given_settings_are_passed() -> None:
     for flag in ('--suite "loop-demo-fp32"', '--method "sft"', '--rounds "3"', '--target "ifeval"', '--model "m"',
                  '--judge "j"'):
         assert flag in cmd
+
+
+def test_plan_control_and_export_are_passed() -> None:
+    cmd = _dry_run("LOOP_CONFIG=trainloop/configs/demo-cpu.yaml", "PLAN=1", "CONTROL=random", "EXPORT_DIR=out/m",
+                   "ALLOW_UNDERPOWERED=1")
+    for flag in ("--plan", '--control "random"', '--export-dir "out/m"', "--allow-underpowered"):
+        assert flag in cmd
+    assert "--plan" not in _dry_run("LOOP_CONFIG=trainloop/configs/demo-cpu.yaml")
