@@ -49,7 +49,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     settings = EvalSettings(
         model=args.model, suite=args.suite, data_dir=args.data_dir or None, limit=args.limit, dtype=args.dtype,
-        device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
+        device=args.device, batch_size=args.batch_size, progress=not args.no_progress, part=args.part,
     )
     store = _store(args)
     result = run_suite(settings, store)
@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", default="auto", help="auto | bfloat16 | float32 | float16")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--part", default="all", choices=["all", "confirm"],
+                   help="confirm: entries with confirm_fraction run only their confirmation half (the loop's candidates)")
     e.add_argument("--reports-dir", default="reports")
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--json", action="store_true", help="last stdout line: one JSON object")

@@ -278,6 +278,8 @@ def test_training_failure_changes_the_next_round(tmp_path) -> None:
 def test_bad_loop_input_is_one_line(tmp_path) -> None:
     with pytest.raises(EvalkitError, match="control must be 'random'"):
         _cfg(control="cluster")
+    with pytest.raises(EvalkitError, match="have no such source"):
+        _cfg(targets=("gsm8k",))
     with pytest.raises(EvalkitError, match="unknown key 'controll'"):
         from_mapping({"controll": "random"})
     (tmp_path / "export").mkdir()
@@ -300,3 +302,21 @@ def test_export_round_trips_as_a_model_value(tmp_path) -> None:
     assert spec.kind == "hf_dir" and spec.path == dest
     with pytest.raises(EvalkitError, match="already exists"):
         export_model(str(src), dest)
+
+
+def test_plan_marks_a_tax_entry_at_chance_as_no_signal() -> None:
+    from trainloop.gate import GateConfig
+    from trainloop.plan import format_plan, make_plan
+
+    samples = [{"entry": "ifeval", "task": "ifeval", "doc_id": i, "metrics": {"prompt_level_strict_acc": i % 5 == 0}}
+               for i in range(600)]
+    samples += [{"entry": "wino", "task": "wino", "doc_id": i, "loglikelihoods": [-1.0, -1.1],
+                 "metrics": {"acc": i % 2 == 0}} for i in range(1500)]  # 50% on two choices: chance
+    samples += [{"entry": "arc", "task": "arc", "doc_id": i, "loglikelihoods": [-1.0] * 4,
+                 "metrics": {"acc": i % 2 == 0}} for i in range(1500)]  # 50% on four choices: signal
+    confirm = {"ifeval": {("ifeval", i) for i in range(300)}}
+    plan = make_plan(samples, ["ifeval"], GateConfig(hoped_gain=0.12, primary={"ifeval": "prompt_level_strict_acc"}), confirm)
+    rows = {r["entry"]: r for r in plan["rows"]}
+    assert plan["no_signal"] == ["wino"] and rows["wino"]["chance"] == 0.5 and rows["arc"]["signal"] is True
+    assert rows["ifeval"]["n"] == 300 and rows["ifeval"]["split"] == "confirm" and rows["arc"]["split"] == "all"
+    assert plan["refusal"] is None and "no signal" in format_plan(plan)

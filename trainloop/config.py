@@ -74,6 +74,9 @@ class LoopConfig:
             raise EvalkitError("loop: TARGET names no suite entry")
         if self.control not in (None, "random"):
             raise EvalkitError(f"loop: control must be 'random' or unset (got '{self.control}')")
+        if self.control and not self.ifeval_targets():
+            raise EvalkitError("loop: control: random draws same-size data from the verified IFEval source; the "
+                               f"targets {', '.join(self.targets)} have no such source (target an ifeval entry or drop control)")
         if self.data_per_cluster < 0 or self.max_prompts < 1 or self.fit_holdout < 0:
             raise EvalkitError("loop: data_per_cluster and fit_holdout must be >= 0, max_prompts >= 1")
 

@@ -39,6 +39,17 @@ def entry_values(samples: Iterable[dict[str, Any]], entry: str, metric: str,
     return out
 
 
+def chance_levels(samples: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Chance accuracy of each multiple-choice entry: the mean of 1/(number of choices) over its
+    items (ARC has a few 3- and 5-choice questions), from the stored per-choice log-likelihoods."""
+    per: dict[str, list[float]] = {}
+    for s in samples:
+        ll = s.get("loglikelihoods")
+        if isinstance(ll, list) and len(ll) >= 2:
+            per.setdefault(s["entry"], []).append(1.0 / len(ll))
+    return {e: sum(v) / len(v) for e, v in per.items()}
+
+
 def make_plan(samples: list[dict[str, Any]], targets: list[str], gate: Any,
               confirm: Mapping[str, set[Key]]) -> dict[str, Any]:
     """The plan as stored in the loop: rows (one per gated metric), refusal line, no-signal list."""
@@ -47,14 +58,12 @@ def make_plan(samples: list[dict[str, Any]], targets: list[str], gate: Any,
         by_entry.setdefault(s["entry"], set()).update((s.get("metrics") or {}).keys())
     metrics = {e: primary_metric(e, sorted(m), gate.primary) for e, m in by_entry.items()}
     baseline = {e: entry_values(samples, e, metrics[e], confirm.get(e)) for e in sorted(by_entry)}
+    chance = {e: c for e, c in chance_levels(samples).items() if metrics.get(e) in ("acc", "acc_norm")}
     rows = power_table(baseline, targets, metrics=metrics, hoped_gain=gate.hoped_gain, tax_floor=gate.tax_floor,
                        discordance_target=gate.plan_discordance_target, discordance_tax=gate.plan_discordance_tax,
-                       chance=dict(gate.chance))
-    for r in rows:
-        r_split = "confirm" if r.entry in confirm else "all"
-        setattr(r, "split", r_split)  # noqa: B010 (reported with the row)
-    return {"rows": [{**asdict(r), "split": getattr(r, "split")} for r in rows], "refusal": refusal(rows),
-            "no_signal": no_signal(rows)}
+                       chance={**chance, **dict(gate.chance)})
+    return {"rows": [{**asdict(r), "split": "confirm" if r.entry in confirm else "all"} for r in rows],
+            "refusal": refusal(rows), "no_signal": no_signal(rows)}
 
 
 def format_plan(plan: Mapping[str, Any]) -> str:
