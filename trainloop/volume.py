@@ -28,6 +28,7 @@ from typing import Any
 from trainloop.decontam import DecontamConfig, Embedder, decontaminate
 from trainloop.ifeval_data import REPAIRS, IfevalPrompt, check, repair, sample_prompts
 from trainloop.sample import SamplingConfig, sample_chat
+from trainloop.strategy_self import _chat, _pair
 
 Example = tuple[str, dict[str, Any], dict[str, Any]]
 
@@ -76,15 +77,6 @@ def clean_answer(text: str) -> str:
         pos = m.end()
     kept = "".join(out).strip()
     return kept
-
-
-def _chat(prompt: str, response: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]}
-
-
-def _pair(prompt: str, chosen: str, rejected: str) -> dict[str, Any]:
-    return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}]}
 
 
 def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], config: VolumeConfig,
