@@ -310,9 +310,9 @@ def test_plan_marks_a_tax_entry_at_chance_as_no_signal() -> None:
 
     samples = [{"entry": "ifeval", "task": "ifeval", "doc_id": i, "metrics": {"prompt_level_strict_acc": i % 5 == 0}}
                for i in range(600)]
-    samples += [{"entry": "wino", "task": "wino", "doc_id": i, "loglikelihoods": [-1.0, -1.1],
+    samples += [{"entry": "wino", "task": "wino", "doc_id": i, "loglik": [-1.0, -1.1],
                  "metrics": {"acc": i % 2 == 0}} for i in range(1500)]  # 50% on two choices: chance
-    samples += [{"entry": "arc", "task": "arc", "doc_id": i, "loglikelihoods": [-1.0] * 4,
+    samples += [{"entry": "arc", "task": "arc", "doc_id": i, "loglik": [-1.0] * 4,
                  "metrics": {"acc": i % 2 == 0}} for i in range(1500)]  # 50% on four choices: signal
     confirm = {"ifeval": {("ifeval", i) for i in range(300)}}
     plan = make_plan(samples, ["ifeval"], GateConfig(hoped_gain=0.12, primary={"ifeval": "prompt_level_strict_acc"}), confirm)

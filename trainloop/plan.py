@@ -44,7 +44,7 @@ def chance_levels(samples: Iterable[dict[str, Any]]) -> dict[str, float]:
     items (ARC has a few 3- and 5-choice questions), from the stored per-choice log-likelihoods."""
     per: dict[str, list[float]] = {}
     for s in samples:
-        ll = s.get("loglikelihoods")
+        ll = s.get("loglik", s.get("loglikelihoods"))  # the store's field; the row builder's name
         if isinstance(ll, list) and len(ll) >= 2:
             per.setdefault(s["entry"], []).append(1.0 / len(ll))
     return {e: sum(v) / len(v) for e, v in per.items()}
