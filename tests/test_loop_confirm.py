@@ -320,3 +320,14 @@ def test_plan_marks_a_tax_entry_at_chance_as_no_signal() -> None:
     assert plan["no_signal"] == ["wino"] and rows["wino"]["chance"] == 0.5 and rows["arc"]["signal"] is True
     assert rows["ifeval"]["n"] == 300 and rows["ifeval"]["split"] == "confirm" and rows["arc"]["split"] == "all"
     assert plan["refusal"] is None and "no signal" in format_plan(plan)
+
+
+def test_decontamination_checks_what_a_new_prompt_adds_not_the_instruction_template() -> None:
+    from trainloop.ifeval_data import build_prompt
+
+    template = build_prompt("x", [LOWER], seed=0).prompt[2:]  # lm-eval's fixed lowercase description
+    eval_texts = ["Write a poem about the sea. " + template, "Describe how to organize a school science fair in detail please now."]
+    data = fill(None, {LOWER: 1.0}, {LOWER: [0]}, VolumeConfig(per_cluster=10, chunk=20, holdout=0, max_prompts=40),
+                eval_texts, None, generate=Gen())
+    assert data.stats["sft"] == 10  # the shared template text alone drops nothing
+    assert all("science fair" not in e[1]["messages"][0]["content"] for e in data.examples if e[0] == "sft")

@@ -14,7 +14,12 @@ from the instruction types of clusters still short, until every cluster is met o
 is spent; the stats say which (``met`` / ``exhausted``). The first ``holdout`` verified prompts
 are kept out of training: the fit check (:mod:`trainloop.fit`) runs the candidate on them.
 
-The random control (:func:`fill_random`) uses the same sources and pipeline with instruction types
+Decontamination checks each new prompt's *topic* against every eval item (both halves, tax
+sets): the instruction descriptions come from lm-eval's own templates, identical in every IFEval
+prompt that carries the instruction, so on the full prompt the 13-gram rule dropped 288 of 600
+prompts in the first demo round, all on template text (every lowercase prompt among them).
+
+The random control (:func:`uniform_weights`) uses the same sources and pipeline with instruction types
 drawn uniformly instead of from the failing clusters, truncated to the same number of examples.
 """
 
@@ -79,6 +84,23 @@ def clean_answer(text: str) -> str:
     return kept
 
 
+def normalised(texts: Sequence[str]) -> list[str]:
+    from trainloop.decontam import words
+
+    return [" " + " ".join(words(t)) + " " for t in texts]
+
+
+def contained(topic: str, norm_eval: Sequence[str], cache: dict[str, bool]) -> bool:
+    """Does the topic appear word for word inside an eval item (``norm_eval``: :func:`normalised`)?
+    A topic is shorter than the 13-gram rule's window, so that rule alone could never fire on it."""
+    if not topic:
+        return False
+    if topic not in cache:
+        needle = normalised([topic])[0]
+        cache[topic] = any(needle in t for t in norm_eval)
+    return cache[topic]
+
+
 def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], config: VolumeConfig,
          eval_texts: Sequence[str], embed: Embedder | None, decontam: DecontamConfig = DecontamConfig(),
          strategy: str = "self", target_total: int | None = None,
@@ -92,6 +114,8 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
     used = dropped_contam = dropped_short = natural = repaired = unrepairable = 0
     n_sft = repeats = 0
     seen: set[str] = set()
+    contained_cache: dict[str, bool] = {}
+    norm_eval = normalised(eval_texts)
     chunk_no = 0
     sampling = SamplingConfig(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens, seed=config.seed)
 
@@ -126,9 +150,12 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
                 fresh.append(p)
         repeats += len(prompts) - len(fresh)
         prompts = fresh
-        report = decontaminate([p.prompt for p in prompts], eval_texts, embed, decontam)
-        dropped_contam += len(prompts) - len(report.kept)
-        kept = [prompts[i] for i in report.kept]
+        # what a new prompt adds to lm-eval's fixed instruction templates is its topic: the templates are
+        # the same words in every IFEval prompt with that instruction (a 13-gram match on them says
+        # nothing about an eval item leaking), so the topic is what is checked against the suite
+        report = decontaminate([p.topic or p.prompt for p in prompts], eval_texts, embed, decontam)
+        kept = [prompts[i] for i in report.kept if not contained(prompts[i].topic, norm_eval, contained_cache)]
+        dropped_contam += len(prompts) - len(kept)
         outs = generate(lm, [p.prompt for p in kept], sampling) if kept else []
         for p, o in zip(kept, outs):
             raw = o[0] if o else ""
