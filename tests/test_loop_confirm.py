@@ -294,12 +294,19 @@ def test_export_round_trips_as_a_model_value(tmp_path) -> None:
     from evalkit.models.spec import parse_model
     from trainloop.export import export_model
 
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from evalkit.models.loader import resolve_weights
+
     src = tmp_path / "merged"
-    src.mkdir()
-    (src / "config.json").write_text("{}")
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(src)
     dest = export_model(str(src), str(tmp_path / "out" / "round-1"))
-    spec = parse_model(dest)
+    spec = parse_model(dest)  # the promoted_model value is a valid MODEL=
     assert spec.kind == "hf_dir" and spec.path == dest
+    assert resolve_weights(spec).weights_hash == resolve_weights(parse_model(str(src))).weights_hash
+    model = LlamaForCausalLM.from_pretrained(dest)
+    assert model.config.hidden_size == 16
     with pytest.raises(EvalkitError, match="already exists"):
         export_model(str(src), dest)
 
