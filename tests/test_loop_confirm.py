@@ -109,9 +109,11 @@ def test_fill_meets_the_per_cluster_budget_and_holds_back() -> None:
 def test_control_fill_has_exactly_the_targeted_count() -> None:
     w, src = uniform_weights()
     assert LOWER in w and set(x for v in src.values() for x in v) == {-1}
+    lines: list[str] = []
     data = fill(None, {LOWER: 1.0}, {LOWER: [-1]}, VolumeConfig(per_cluster=0, chunk=8, holdout=0, max_prompts=100),
-                [], None, strategy="control", target_total=13, generate=Gen())
+                [], None, strategy="control", target_total=13, generate=Gen(), progress=lines.append)
     assert sum(k == "sft" for k, _, _ in data.examples) == 13
+    assert lines and "control data:" in lines[-1] and "13/13 examples" in lines[-1]  # labelled progress per chunk
 
 
 def test_fit_rule_and_training_change() -> None:

@@ -278,7 +278,8 @@ class _Selection:
         vc = VolumeConfig(per_cluster=cfg.data_per_cluster * self.scale, max_prompts=cfg.max_prompts * self.scale,
                           holdout=cfg.fit_holdout, max_new_tokens=cfg.self_max_new_tokens,
                           seed=cfg.seed * 1000 + self.ctx.round, repairable_only=cfg.repairable_only)
-        data = fill(self.b.lm(cfg, model), weights, sources, vc, self.eval_texts, self.embed, self.decontam, strategy=name)
+        data = fill(self.b.lm(cfg, model), weights, sources, vc, self.eval_texts, self.embed, self.decontam, strategy=name,
+                    progress=self.ctx.echo)
         self.examples += data.examples
         return {**data.stats, "holdout_docs": data.holdout}
 
@@ -520,7 +521,7 @@ class LoopSteps:
         data = fill(self.b.lm(cfg, st.model), weights, sources, vc,
                     list(dict.fromkeys(it.instruction for it in base_items if it.instruction)), self.b.embed(),
                     DecontamConfig(ngram=cfg.decontam_ngram, cosine=cfg.decontam_cosine), strategy="control",
-                    target_total=n)
+                    target_total=n, progress=ctx.echo)
         sft = [e for e in data.examples if e[0] == "sft"][:n]  # the equal-size rule: exactly the targeted count
         ls.put_examples(ctx.store, ctx.loop_id, ctx.round,  # keep the targeted rows; replace any earlier control rows
                         [(r["kind"], r["data"], r["provenance"]) for r in rows] + sft)

@@ -104,7 +104,8 @@ def contained(topic: str, norm_eval: Sequence[str], cache: dict[str, bool]) -> b
 def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], config: VolumeConfig,
          eval_texts: Sequence[str], embed: Embedder | None, decontam: DecontamConfig = DecontamConfig(),
          strategy: str = "self", target_total: int | None = None,
-         generate: Callable[[Any, list[str], SamplingConfig], list[list[str]]] | None = None) -> VolumeData:
+         generate: Callable[[Any, list[str], SamplingConfig], list[list[str]]] | None = None,
+         progress: Callable[[str], None] | None = None) -> VolumeData:
     """Generate, clean, verify and repair until each source cluster has ``per_cluster`` examples
     (or, with ``target_total``, until that many training examples exist: the random control)."""
     generate = generate or (lambda m, ps, sc: sample_chat(m, ps, sc, disable_tqdm=True))
@@ -189,6 +190,11 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
             n_sft += 1
             for c in cl:
                 have[c] = have.get(c, 0) + 1
+        if progress is not None:
+            goal = (f"{n_sft}/{target_total + config.holdout} examples" if target_total is not None else
+                    "per cluster " + ", ".join(f"{c}: {have[c]}/{config.per_cluster}" for c in clusters))
+            progress(f"  {strategy} data: {used}/{config.max_prompts} prompts, {goal} "
+                     f"({dropped_contam} decontaminated, {repeats} repeats, {unrepairable} unrepairable)")
     sft = sum(k == "sft" for k, _, _ in out.examples)
     out.stats = {
         "strategy": strategy, "prompts": used, "decontam_dropped": dropped_contam, "dropped_short": dropped_short,
