@@ -39,3 +39,18 @@ def test_loop_report_in_chromium(tmp_path) -> None:
     assert re.search(r'id="loop-status">done<', dom)
     assert "pwned" not in re.search(r"<title>(.*?)</title>", dom).group(1)
     assert "<script>document.title" not in dom  # escaped wherever model text is shown
+
+
+def test_loop_report_with_plan_fit_and_control_in_chromium(tmp_path) -> None:
+    from tests.test_loop_confirm import ConfirmFakes, _cfg as confirm_cfg
+
+    store = RunStore(str(tmp_path / "runs.sqlite"))
+    cfg = confirm_cfg()
+    _, report = run(cfg, store, reports_dir=str(tmp_path / "reports"), backends=ConfirmFakes().backends(), out=io.StringIO())
+    res = chromium(tmp_path / "profile", "--dump-dom", f"file://{report}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not uncaught(res.stderr)
+    dom = res.stdout
+    assert 'id="plan"' in dom and "Selection / confirmation split" in dom
+    assert len(re.findall(r'<table class="control">', dom)) == 1 and "targeted − random control" in dom
+    assert "learned its data" in dom and "Data budget" in dom
