@@ -227,6 +227,7 @@ def test_loop_confirms_on_the_held_out_half_with_control_and_loop_json(tmp_path)
     assert r[(1, "kl")]["prompts_kind"] in ("untargeted", "target")
     gate = r[(1, "gate")]
     assert gate["split"] == "confirm" and gate["promote"], gate["checks"]
+    assert isinstance(gate["leak"], list) and isinstance(gate["control_leak"], list)
     target = gate["checks"][0]
     assert target["value"] == pytest.approx((75 - 10) / 100)  # odd ids < 150 vs < 20, on the confirmation half only
     tvc = {x["entry"]: x for x in gate["control"]["targeted_vs_control"]}
@@ -340,3 +341,15 @@ def test_decontamination_checks_what_a_new_prompt_adds_not_the_instruction_templ
                 eval_texts, None, generate=Gen())
     assert data.stats["sft"] == 10  # the shared template text alone drops nothing
     assert all("science fair" not in e[1]["messages"][0]["content"] for e in data.examples if e[0] == "sft")
+
+
+def test_format_leak_counts_unasked_formats_paired() -> None:
+    from trainloop.leak import format_leak
+
+    before = {i: ("A Normal Answer With Capitals Here.", {"punctuation:no_comma"} if i % 2 else set()) for i in range(40)}
+    before[0] = ("a lowercase answer asked for by the prompt itself", {LOWER})
+    after = {i: ("a normal answer that lost every capital letter." if i < 25 else before[i][0]) for i in range(40)}
+    rows = {r["format"]: r for r in format_leak(before, after, {LOWER, "punctuation:no_comma"})}
+    assert set(rows) == {LOWER}  # no_comma is not decidable without arguments
+    r = rows[LOWER]
+    assert r["n"] == 39 and r["before"] == 0 and r["after"] == 24 and r["leaks"] and r["p"] < 1e-6

@@ -102,6 +102,7 @@ def build(store: RunStore, loop_id: str) -> dict[str, Any]:
             "train_fit": None if not fit or fit.get("skipped") else
             {k: fit.get(k) for k in ("n", "base_pass", "cand_pass", "wins", "losses", "p", "ok", "reason")},
             "clusters": gate.get("clusters", []),
+            "leak": gate.get("leak"), "control_leak": gate.get("control_leak"),
             "promoted_model": (promote or {}).get("promoted_model") if decision == "promoted" else None,
         })
     return _finite({

@@ -90,7 +90,8 @@ def page_context(store: RunStore, loop_id: str) -> dict[str, Any]:
             "shrink": gate.get("clusters", []), "select": res.get((r, "select")), "train": train,
             "curve": _curve(train.get("loss_curve", [])) if train else None,
             "provenance": _provenance(ls.get_examples(store, loop_id, r)) if r > 0 else [],
-            "fit": res.get((r, "fit")), "control": gate.get("control"),
+            "fit": res.get((r, "fit")), "control": gate.get("control"), "leak": gate.get("leak") or [],
+            "control_leak": {x["format"]: x for x in gate.get("control_leak") or []},
             "control_train": res.get((r, "control_train")), "control_select": res.get((r, "control_select")),
             "kl_kind": (res.get((r, "kl")) or {}).get("prompts_kind"),
         })

@@ -567,7 +567,19 @@ class LoopSteps:
         ctl = ctx.maybe_result("control_eval")
         if ctl and ctl.get("run_id"):
             out["control"] = self._control_rows(ctx, st.run_id, cand, ctl["run_id"], targets)
+        out["leak"] = self._leak(ctx, st.run_id, cand, targets)
+        if ctl and ctl.get("run_id"):
+            out["control_leak"] = self._leak(ctx, st.run_id, ctl["run_id"], targets)
         return out
+
+    def _leak(self, ctx: RoundContext, current_run: str, cand: str, targets: list[str]) -> list[dict[str, Any]]:
+        """Trained formats appearing in answers to target items that do not ask for them (reported)."""
+        from trainloop.leak import leak_rows
+
+        trained = {i for r in ls.get_examples(ctx.store, ctx.loop_id, ctx.round) if r["kind"] == "sft"
+                   for i in r["provenance"].get("instructions", [])}
+        return leak_rows(_samples_items(ctx.store, current_run), _samples_items(ctx.store, cand), trained,
+                         lambda it: it.entry in targets)
 
     def _control_rows(self, ctx: RoundContext, current_run: str, cand: str, control: str,
                       targets: list[str]) -> dict[str, Any]:
