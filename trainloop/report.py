@@ -67,6 +67,9 @@ def page_context(store: RunStore, loop_id: str) -> dict[str, Any]:
         want = (cfg.get("gate", {}).get("primary") or {}).get(m["entry"]) or PRIMARY.get(m["entry"])
         if m["metric"] == want and all(e["entry"] != m["entry"] for e in entries):
             entries.append({"entry": m["entry"], "metric": m["metric"]})
+    # round 0 ran every item; with a split, the gate's baseline is its confirmation half (from the plan)
+    confirm_base = {row["entry"]: row["baseline"] for row in (res.get((0, "plan")) or {}).get("rows", [])
+                    if row.get("split") == "confirm"}
     rounds = []
     for r in range(n_rounds + 1):
         ev = res.get((r, "eval")) or {}
@@ -80,7 +83,8 @@ def page_context(store: RunStore, loop_id: str) -> dict[str, Any]:
             if key in vals and vals[key] is not None:
                 d = rows.get(key)
                 cells[e["entry"]] = {"value": vals[key], "delta": d["delta"] if d else None,
-                                     "lo": d["ci_lo"] if d else None, "hi": d["ci_hi"] if d else None}
+                                     "lo": d["ci_lo"] if d else None, "hi": d["ci_hi"] if d else None,
+                                     "confirm": confirm_base.get(e["entry"]) if r == 0 else None}
         train = res.get((r, "train"))
         model = ev.get("model") or cfg["model"]
         rounds.append({
