@@ -8,7 +8,6 @@ on what evidence, and where is the model" without scraping a page or opening SQL
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from typing import Any
@@ -19,16 +18,6 @@ from trainloop import store as ls
 SCHEMA = "evalkit.loop/1"
 ROUND_KEYS = ("round", "decision", "reasons", "gated", "kl", "control", "data", "train", "train_fit", "clusters",
               "promoted_model", "run_id", "model")
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
 
 
 def _subject(s: str) -> tuple[str, str]:
@@ -105,7 +94,7 @@ def build(store: RunStore, loop_id: str) -> dict[str, Any]:
             "leak": gate.get("leak"), "control_leak": gate.get("control_leak"),
             "promoted_model": (promote or {}).get("promoted_model") if decision == "promoted" else None,
         })
-    return _finite({
+    return ls._finite({  # NaN -> null, one helper for the loop's JSON
         "schema": SCHEMA, "loop_id": loop_id, "status": loop.get("status"), "suite_hash": loop.get("suite_hash"),
         "config": loop.get("config"),
         "split": suite.get("split_sizes") or {},
