@@ -164,3 +164,17 @@ def test_shared_data_row_counts(shared_data, tmp_path, monkeypatch):
         resolved = mirror.ADAPTERS[mirror.adapter_for(task, None)](str(shared_data), [task])
         files = _splits(resolved, task)
         assert len(_rows(files.get("test") or files["validation"])) == n
+
+
+def test_calibration_skips_tasks_whose_target_is_not_a_choice_index():
+    from evalkit.engines.lmeval.results import metric_rows
+
+    def sample(doc_id, target, lls, acc):
+        return {"task": "t", "doc_id": doc_id, "target": target, "loglikelihoods": lls, "metrics": {"acc": acc}}
+
+    wino = [sample(0, "was too small.", [-3.0, -2.0], 1.0), sample(1, "had forgotten her own.", [-1.0, -2.0], 0.0)]
+    rows, _ = metric_rows("winogrande", {"winogrande": {"acc,none": 0.5}}, {"winogrande": wino}, True)
+    assert {r["metric"] for r in rows} == {"acc"}  # no ECE/Brier, and no crash
+    arc = [sample(0, 1, [-3.0, -1.0, -2.0], 1.0), sample(1, "0", [-1.0, -2.0], 1.0)]
+    rows, _ = metric_rows("arc", {"arc": {"acc,none": 1.0}}, {"arc": arc}, True)
+    assert {"ece", "brier"} <= {r["metric"] for r in rows}

@@ -75,6 +75,15 @@ def _pooled_value(values: list[Any]) -> float | None:
     return float(np.mean(nums)) if nums else None
 
 
+def _choice_index(sample: dict[str, Any]) -> int | None:
+    target = sample.get("target")
+    try:
+        gold = int(target)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return gold if str(gold) == str(target).strip() and 0 <= gold < len(sample["loglikelihoods"]) else None
+
+
 def metric_rows(
     entry: str,
     lm_results: dict[str, dict[str, Any]],
@@ -108,10 +117,12 @@ def metric_rows(
             se, n = _per_sample_stats(values)
             entry_rows.append({"task": entry, "metric": metric, "value": _pooled_value(values), "stderr": se, "n": n})
     all_samples = [s for ss in samples_by_task.values() for s in ss]
-    mc = [s for s in all_samples if s.get("loglikelihoods")]
+    # calibration needs the gold choice index as the target; tasks that score one continuation
+    # after several contexts (WinoGrande) log the continuation text instead and are left out
+    mc = [s for s in all_samples if s.get("loglikelihoods") and _choice_index(s) is not None]
     if calibrate and mc:
         lls = [s["loglikelihoods"] for s in mc]
-        golds = [int(s["target"]) for s in mc]
+        golds = [_choice_index(s) for s in mc]
         cal = calib.calibration(lls, golds)
         briers = [calib.brier_one(calib.softmax(ll), g) for ll, g in zip(lls, golds)]
         for s, b in zip(mc, briers):
