@@ -155,3 +155,27 @@ def test_sampling_is_seeded_and_unsupported_kwargs_fall_back(pair) -> None:
     beams = {"until": ["\n\n"], "max_gen_toks": 4, "do_sample": False, "num_beams": 1}
     reqs = [_gen(SHOTS + QUESTIONS[0], dict(beams), 0)]
     assert fast.generate_until(reqs, disable_tqdm=True) == stock.generate_until(reqs, disable_tqdm=True)
+
+
+def test_answers_reach_the_cache_hook_as_rows_finish(pair) -> None:
+    """PersistentLM commits from cache_hook reports; each generation must be reported once, when
+    its row stops (before the call returns the rest), with the text the call returns."""
+    _, fast = pair
+    reports: list[tuple[str, str]] = []
+
+    class Hook:
+        def add_partial(self, attr, req, res):
+            reports.append((req[0], res))
+
+    kwargs = {"until": ["\n\n"], "max_gen_toks": 9, "do_sample": False}
+    ctxs = [SHOTS + q for q in QUESTIONS] + ["Hello there"]
+    reqs = [_gen(c, dict(kwargs), i) for i, c in enumerate(ctxs)]
+    previous, fast.cache_hook = fast.cache_hook, Hook()
+    try:
+        out = fast.generate_until(reqs, disable_tqdm=True)
+        assert sorted(reports) == sorted(zip(ctxs, out))
+        reports.clear()
+        lls = fast.loglikelihood([_ll(SHOTS + q, " A", i) for i, q in enumerate(QUESTIONS)], disable_tqdm=True)
+        assert [r[1] for r in reports] and len(reports) == len(lls)
+    finally:
+        fast.cache_hook = previous

@@ -63,38 +63,43 @@ class LmEvalEngine:
         from lm_eval.tasks import TaskManager
 
         from evalkit.engines.lmeval.persistent import PersistentLM
+        from evalkit.engines.lmeval.progress import entry_bar, quiet_request_building
         from evalkit.engines.lmeval.results import metric_rows, sample_rows
 
         entry = frozen.entry
         ctx.store.start_entry(ctx.run_id, entry.name, {"entry": asdict(entry), "limit": frozen.limit,
                                                         "part": ctx.part if frozen.split else "all"})
-        wrapped = PersistentLM(model.lmeval, ctx.store, ctx.run_id, entry.name, progress=ctx.progress)
+        bar = entry_bar(entry.name, ctx.progress)
+        wrapped = PersistentLM(model.lmeval, ctx.store, ctx.run_id, entry.name, progress=ctx.progress, bar=bar)
         chat = entry.apply_chat_template
         # a split entry run for confirmation evaluates exactly its confirmation half (lm-eval's
         # `samples` keeps the original doc ids, so items pair with a full run of the same suite)
         only = ({t: ids["confirm"] for t, ids in frozen.split.items()}
                 if ctx.part == "confirm" and frozen.split else None)
         try:
-            out = simple_evaluate(
-                model=wrapped,
-                tasks=list(frozen.configs.values()),
-                limit=None if only else frozen.limit,
-                samples=only,
-                log_samples=True,
-                apply_chat_template=chat,
-                fewshot_as_multiturn=entry.fewshot_as_multiturn if entry.fewshot_as_multiturn is not None else chat,
-                system_instruction=entry.system_instruction,
-                random_seed=entry.seed,
-                numpy_random_seed=entry.seed,
-                torch_random_seed=entry.seed,
-                fewshot_random_seed=entry.seed,
-                bootstrap_iters=0,
-                task_manager=TaskManager(include_defaults=False),
-            )
+            with quiet_request_building():
+                out = simple_evaluate(
+                    model=wrapped,
+                    tasks=list(frozen.configs.values()),
+                    limit=None if only else frozen.limit,
+                    samples=only,
+                    log_samples=True,
+                    apply_chat_template=chat,
+                    fewshot_as_multiturn=entry.fewshot_as_multiturn if entry.fewshot_as_multiturn is not None else chat,
+                    system_instruction=entry.system_instruction,
+                    random_seed=entry.seed,
+                    numpy_random_seed=entry.seed,
+                    torch_random_seed=entry.seed,
+                    fewshot_random_seed=entry.seed,
+                    bootstrap_iters=0,
+                    task_manager=TaskManager(include_defaults=False),
+                )
         except FileNotFoundError as exc:
             raise EvalkitError(f"entry '{entry.name}': data file not found ({exc})") from exc
         except ConnectionError as exc:
             raise EvalkitError(f"entry '{entry.name}': dataset not reachable offline ({exc})") from exc
+        finally:
+            bar.close()
         samples_by_task = {}
         for task, records in (out or {}).get("samples", {}).items():
             output_type = frozen.configs.get(task, {}).get("output_type", "generate_until")
@@ -107,6 +112,8 @@ class LmEvalEngine:
         extra["n_shot"] = out.get("n-shot", {})
         extra["computed_requests"] = wrapped.computed
         extra["reused_requests"] = wrapped.reused
+        extra["commits"] = wrapped.commits
+        extra["commit_s"] = round(wrapped.commit_seconds, 4)
         samples = [s for ss in samples_by_task.values() for s in ss]
         ctx.store.complete_entry(ctx.run_id, entry.name, samples, metrics, extra)
 

@@ -44,6 +44,7 @@ class FastLM(HFLM):
 
     # read by PersistentLM: bigger resumable chunks, grouped by context, give the scheduler more to share
     request_chunks = {"loglikelihood": 512, "generate_until": 96}
+    partial_results = True  # every answer goes to cache_hook.add_partial as it finishes (commits <= 64)
     prefers_prefix_order = True
 
     def __init__(
@@ -207,9 +208,17 @@ class FastLM(HFLM):
             enc, attn = self.tok_batch_encode(contexts, left_truncate_len=self.max_length - max_gen, truncation=self.truncation)
             seqs = [tuple(row[m.bool()].tolist()) for row, m in zip(enc, attn, strict=True)]
             selector = TokenSelector.from_kwargs(kwargs)
-            gen = self._generate(seqs, until, max_gen, selector, bar)
+            outputs: list[list[int]] = [[] for _ in seqs]
+
+            def finish(j: int, idx: list[int] = idx, contexts: list[str] = contexts, gen_kwargs: dict = gen_kwargs,
+                       until: list[str] = until) -> None:
+                # as soon as a row stops, so the cache hook (evalkit's PersistentLM) can commit it
+                results[idx[j]] = self._finish(outputs[j], contexts[j], gen_kwargs, until)
+
+            self._generate(seqs, until, max_gen, selector, bar, outputs=outputs, on_done=finish)
             for j, i in enumerate(idx):
-                results[i] = self._finish(gen[j], contexts[j], gen_kwargs, until)
+                if results[i] is None:
+                    finish(j)
         bar.close()
         return results  # type: ignore[return-value]
 
@@ -239,13 +248,15 @@ class FastLM(HFLM):
 
     @torch.no_grad()
     def _generate(
-        self, seqs: list[tuple[int, ...]], until: list[str], max_gen: int, selector: "TokenSelector", bar: Any
+        self, seqs: list[tuple[int, ...]], until: list[str], max_gen: int, selector: "TokenSelector", bar: Any,
+        outputs: list[list[int]] | None = None, on_done: Any = None,
     ) -> list[list[int]]:
-        """Continuous batching over prefix groups; returns generated token ids per sequence."""
+        """Continuous batching over prefix groups; returns generated token ids per sequence
+        (``on_done(j)`` is called as sequence ``j`` finishes)."""
         from evalkit.models.fastlm.decode import Decoder
 
-        decoder = Decoder(self, until, max_gen, selector, self._eos_ids())
-        outputs: list[list[int]] = [[] for _ in seqs]
+        decoder = Decoder(self, until, max_gen, selector, self._eos_ids(), on_done=on_done)
+        outputs = outputs if outputs is not None else [[] for _ in seqs]
         limits = [len(s) - 1 for s in seqs]
         groups = merge_small_groups(plan_groups(seqs, limits, self.min_prefix), seqs, limits, self.gen_batch, self.min_prefix)
         for group in groups:

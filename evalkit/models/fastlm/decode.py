@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,10 @@ def compact(batch: Batch, prefix_len: int, capacity_extra: int) -> Batch:
 class Decoder:
     """Runs one stop/limit/sampling configuration over groups of sequences for a :class:`FastLM`."""
 
-    def __init__(self, lm: Any, until: list[str], max_gen: int, selector: TokenSelector, eos_ids: set[int]) -> None:
+    def __init__(self, lm: Any, until: list[str], max_gen: int, selector: TokenSelector, eos_ids: set[int],
+                 on_done: Callable[[int], None] | None = None) -> None:
         self.lm = lm
+        self.on_done = on_done  # told each sequence index as it finishes (answers are committed as they come)
         self.until = [s for s in until if s]
         self.max_gen = max_gen
         self.selector = selector
@@ -80,6 +83,8 @@ class Decoder:
             if self._done(out):
                 batch.alive[b] = False
                 bar.update(1)
+                if self.on_done is not None:
+                    self.on_done(batch.rows[b])
         batch.nxt = tokens
 
     def _start(self, take: list[int], suffixes: dict[int, list[int]], plen: int, prefix: KV | None,
