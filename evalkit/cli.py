@@ -27,7 +27,8 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def print_table(rows: list[dict[str, Any]], cols: list[str], out: Any = sys.stdout) -> None:
+def print_table(rows: list[dict[str, Any]], cols: list[str], out: Any = None) -> None:
+    out = out or sys.stdout  # looked up per call, so redirected/captured stdout is honoured
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)), file=out)
@@ -36,10 +37,11 @@ def print_table(rows: list[dict[str, Any]], cols: list[str], out: Any = sys.stdo
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=out)
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace, create: bool = True) -> Any:
+    """The run store; reading commands pass ``create=False`` (a missing store is an error)."""
     from evalkit.store import RunStore
 
-    return RunStore(args.store)
+    return RunStore(args.store, create=create)
 
 
 # --------------------------------------------------------------------------- commands
@@ -50,6 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(
         model=args.model, suite=args.suite, data_dir=args.data_dir or None, limit=args.limit, dtype=args.dtype,
         device=args.device, batch_size=args.batch_size, progress=not args.no_progress, part=args.part,
+        force=args.force,
     )
     store = _store(args)
     result = run_suite(settings, store)
@@ -60,7 +63,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, note in result.notes.items():
         print(f"{name}: {note}", file=out)
     html = write_summary(store, result.run_id, args.reports_dir, result.notes)
-    print(f"\nrun {result.run_id} ({'resumed, ' if result.resumed else ''}{result.seconds:.0f} s), "
+    how = "reused, nothing evaluated" if result.reused else ("resumed, " if result.resumed else "") + f"{result.seconds:.0f} s"
+    print(f"\nrun {result.run_id} ({how}), "
           f"suite hash {result.suite_hash}", file=out)
     print(f"store: {store.path}\nsummary: {html}", file=out)
     if args.json:
@@ -72,7 +76,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = _store(args).list_runs(args.n)
+    store = _store(args, create=False)
+    runs = store.list_runs(args.n, include_failed=args.all)
+    hidden = 0 if args.all else store.count_runs("failed")
     rows = [
         {"run_id": r.run_id, "status": r.status, "model": r.model_spec, "suite": r.suite_name, "suite_hash": r.suite_hash,
          "created": _time(r.created_at), "attempts": r.attempts}
@@ -82,11 +88,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
     else:
         print_table(rows, ["run_id", "status", "model", "suite", "suite_hash", "created", "attempts"])
+        if hidden:
+            print(f"({hidden} failed run{'s' if hidden > 1 else ''} hidden: evalkit runs --all)")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, create=False)
     run = store.get_run(args.run)
     metrics = store.metrics(run.run_id)
     if args.json:
@@ -108,7 +116,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    store = _store(args)
+    store = _store(args, create=False)
     run = store.get_run(args.run)
     table = store.samples(run.run_id) if args.what == "samples" else store.metrics(run.run_id)
     df = pd.DataFrame(table)
@@ -161,7 +169,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from evalkit.report.compare import write_compare_report
     from evalkit.store.analyses import save_comparison
 
-    store = _store(args)
+    store = _store(args, create=False)
     comp = compare_runs(store, args.a, args.b, allow_suite_mismatch=args.allow_suite_mismatch)
     tax = alignment_tax(comp, args.target) if args.target else None
     result = {"comparison": comp.to_dict(), "tax": tax.to_dict() if tax else None}
@@ -258,7 +266,7 @@ def cmd_judge_agreement(args: argparse.Namespace) -> int:
 def cmd_clusters(args: argparse.Namespace) -> int:
     from evalkit.analysis.clusters import cluster_run
 
-    store = _store(args)
+    store = _store(args, create=False)
     result = cluster_run(store, args.run, tasks=args.tasks or None, seed=args.seed)
     d = result.to_dict()
     out = sys.stderr if args.json else sys.stdout
@@ -279,7 +287,7 @@ def cmd_clusters(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from evalkit.report.run_report import write_run_report
 
-    path = write_run_report(_store(args), args.run, args.reports_dir, recluster=args.recluster)
+    path = write_run_report(_store(args, create=False), args.run, args.reports_dir, recluster=args.recluster)
     print(f"report: {path}")
     return 0
 
@@ -331,11 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confirm: entries with confirm_fraction run only their confirmation half (the loop's candidates)")
     e.add_argument("--reports-dir", default="reports")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--force", action="store_true",
+                   help="evaluate again even if a complete run with the same identity is stored (default: reuse it)")
     e.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("runs", help="list runs in the store")
     r.add_argument("-n", type=int, default=50)
+    r.add_argument("--all", action="store_true", help="include failed runs (hidden by default)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_runs)
 

@@ -2,9 +2,15 @@
 
 Order of work is chosen so that bad input costs nothing: parse the model string, load and
 freeze the suite (validates every data file), resolve the weights hash, then find or create
-the run; only then load the model. A run's identity is (weights hash, suite hash, settings);
-starting the same identity again resumes the unfinished run (finished entries are skipped,
-finished model calls come from the request cache) instead of starting over.
+the run; only then load the model.
+
+A run's **identity** (:func:`run_identity`) is everything that changes its outputs: the resolved
+weights (content hash, or a hub commit), the model form, the backend and its output-relevant
+options, device, dtype, batch size, the suite hash (which covers limits and data files) and the
+part. Starting the same identity again reuses a complete run (``force`` evaluates anew) or
+resumes an unfinished one (finished entries are skipped, committed answers come from the
+request cache). An unfinished run of the same model string and suite whose identity differs is
+never resumed: the new run says which fields differ.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +47,7 @@ class EvalSettings:
     device: str = "auto"
     batch_size: int = 8
     progress: bool = True
-    reuse_complete: bool = False  # return an existing complete run of this exact model + suite (the loop)
+    force: bool = False  # evaluate again even when a complete run of this identity exists
     part: str = "all"  # "confirm": entries with a confirm_fraction run their confirmation half only
 
 
@@ -51,6 +59,33 @@ class RunResult:
     metrics: list[dict[str, Any]]
     notes: dict[str, str]
     seconds: float
+    reused: bool = False  # an existing complete run of the same identity, nothing evaluated
+
+
+def run_identity(spec: ModelSpec, weights_hash: str, *, device: str, dtype: str, batch_size: int,
+                 lm_backend: str, suite_hash: str, part: str) -> dict[str, Any]:
+    """The fields that decide a run's outputs (see module docstring); hashed into its identity."""
+    from evalkit.models.lmeval_lm import openai_model_args, vllm_model_args
+
+    if spec.kind == "openai":
+        backend, options = "local-completions", openai_model_args(spec, batch_size)
+        options = {k: v for k, v in options.items() if k not in ("num_concurrent", "max_retries")}
+    elif spec.kind == "vllm":
+        backend, options = "vllm", vllm_model_args(spec, dtype if dtype != "remote" else "auto")
+        options = {k: v for k, v in options.items() if k not in ("gpu_memory_utilization", "batch_size")}
+    else:
+        backend, options = lm_backend, {}
+    return {"weights": weights_hash, "form": spec.kind, "backend": backend, "backend_options": options,
+            "device": device, "dtype": dtype, "batch_size": batch_size, "suite_hash": suite_hash, "part": part}
+
+
+def identity_hash(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``field: old -> new`` for each identity field that differs (old runs may lack some)."""
+    return [f"{k}: {old.get(k, '?')} -> {new[k]}" for k in new if old.get(k) != new[k]]
 
 
 def library_versions() -> dict[str, str]:
@@ -71,6 +106,15 @@ def prepare(settings: EvalSettings) -> tuple[ModelSpec, FrozenSuite]:
     if settings.part not in ("all", "confirm"):
         raise EvalkitError(f"part '{settings.part}': choose all or confirm (of {', '.join(PARTS)})")
     spec = parse_model(settings.model)
+    if spec.kind == "vllm":
+        from evalkit.models.hardware import cuda_available
+
+        if not cuda_available():  # before a run is created: bad input leaves nothing behind
+            raise EvalkitError(f"model '{spec.raw}': vLLM needs a CUDA GPU and none is visible on this machine")
+    if spec.kind in ("hub", "vllm") and spec.path and not os.path.isdir(spec.path):
+        from evalkit.models.loader import resolve_hub
+
+        resolve_hub(spec)  # a hub id that is neither cached nor reachable fails here, in well under 5 s
     suite = load_suite(settings.suite)
     if settings.limit is not None and settings.limit <= 0:
         raise EvalkitError(f"--limit {settings.limit}: must be a positive number of samples per task")
@@ -81,33 +125,45 @@ def prepare(settings: EvalSettings) -> tuple[ModelSpec, FrozenSuite]:
     return spec, frozen
 
 
-def run_suite(settings: EvalSettings, store: RunStore) -> RunResult:
-    """Evaluate ``settings.model`` on the frozen suite; resume an unfinished identical run."""
+def _stderr(line: str) -> None:
+    print(f"evalkit: {line}", file=sys.stderr, flush=True)
+
+
+def run_suite(settings: EvalSettings, store: RunStore, say: Callable[[str], None] = _stderr) -> RunResult:
+    """Evaluate ``settings.model`` on the frozen suite; reuse a complete identical run, resume an
+    unfinished one. ``say`` receives one-line notes about that choice."""
     started = time.time()
     _quiet_libraries()
     spec, frozen = prepare(settings)
     from evalkit.models.hardware import resolve_device, resolve_dtype
     from evalkit.models.loader import resolve_weights
 
-    device = resolve_device(settings.device) if spec.kind not in ("openai",) else "remote"
+    device = "remote" if spec.kind == "openai" else "cuda" if spec.kind == "vllm" else resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device) if device != "remote" else "remote"
     weights = resolve_weights(spec)
     lm_backend = os.environ.get("EVALKIT_LM_BACKEND", "fast")  # cached answers of two schedulers never mix
+    fields = run_identity(spec, weights.weights_hash, device=device, dtype=dtype, batch_size=settings.batch_size,
+                          lm_backend=lm_backend, suite_hash=frozen.suite_hash, part=settings.part)
+    identity = identity_hash(fields)
     run_settings = {"limit": settings.limit, "dtype": dtype, "device": device, "batch_size": settings.batch_size,
-                    "data_dir": settings.data_dir, "lm_backend": lm_backend, "part": settings.part}
-    ident = [weights.weights_hash, frozen.suite_hash, dtype, settings.batch_size, lm_backend]
-    if settings.part != "all":  # a confirmation-only run measures fewer items: never the same run
-        ident.append(settings.part)
-    identity_blob = json.dumps(ident, sort_keys=True)
-    identity = hashlib.sha256(identity_blob.encode()).hexdigest()[:24]
-    if settings.reuse_complete and (done := store.find_complete(identity)):
-        return RunResult(run_id=done, suite_hash=frozen.suite_hash, resumed=True, metrics=store.metrics(done),
-                         notes={}, seconds=time.time() - started)
-    run_id = store.find_resumable(identity)
+                    "data_dir": settings.data_dir, "lm_backend": lm_backend, "part": settings.part,
+                    "identity": fields}
+    if not settings.force and (done := store.find_complete(identity)):
+        say(f"reusing complete run {done}: same weights, suite and settings (--force evaluates again)")
+        return RunResult(run_id=done, suite_hash=frozen.suite_hash, resumed=False, metrics=store.metrics(done),
+                         notes={}, seconds=time.time() - started, reused=True)
+    run_id = None if settings.force else store.find_resumable(identity)
     resumed = run_id is not None
     if run_id:
+        say(f"resuming run {run_id} (attempt {store.get_run(run_id).attempts + 1})")
         store.reopen_run(run_id)
     else:
+        for other in store.unfinished_runs(spec.raw, frozen.suite_hash):
+            diff = identity_diff(other.settings.get("identity") or {}, fields)
+            if diff:
+                say(f"not resuming run {other.run_id} ({other.status}): it differs in {'; '.join(diff)}; "
+                    "starting a new run")
+                break
         run_id = store.create_run(
             identity=identity, model_spec=spec.raw, model_hash=weights.weights_hash, suite_name=frozen.suite.name,
             suite_hash=frozen.suite_hash, suite=frozen.canonical(), settings=run_settings, versions=library_versions(),

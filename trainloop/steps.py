@@ -30,8 +30,8 @@ def _eval(cfg: LoopConfig, model: str, store: Any, part: str = "all") -> dict[st
     from evalkit.runner import EvalSettings, run_suite
 
     res = run_suite(EvalSettings(model=model, suite=cfg.suite, data_dir=cfg.data_dir, limit=cfg.limit,
-                                 batch_size=cfg.batch_size, reuse_complete=True, part=part), store)
-    return {"run_id": res.run_id, "suite_hash": res.suite_hash, "reused": res.resumed, "part": part}
+                                 batch_size=cfg.batch_size, part=part), store)  # same identity: reused
+    return {"run_id": res.run_id, "suite_hash": res.suite_hash, "reused": res.reused, "part": part}
 
 
 def _split(cfg: LoopConfig) -> dict[str, Any]:

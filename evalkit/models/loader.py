@@ -65,10 +65,66 @@ def resolve_weights(spec: ModelSpec) -> ResolvedWeights:
         assert spec.path
         if os.path.isdir(spec.path):
             return ResolvedWeights(os.path.abspath(spec.path), "sha256:" + folder_sha256(spec.path))
-        return ResolvedWeights(spec.path, f"hub:{spec.path}@{spec.revision or 'main'}", revision=spec.revision)
+        return resolve_hub(spec)
     if spec.kind == "openai":
         return ResolvedWeights(f"{spec.base_url}#{spec.model_name}", f"endpoint:{spec.base_url}#{spec.model_name}")
     raise EvalkitError(f"model '{spec.raw}': cannot resolve weights for kind {spec.kind}")
+
+
+def resolve_hub(spec: ModelSpec) -> ResolvedWeights:
+    """A hub id pinned to its commit: the weights a run used, not a moving branch name.
+
+    Why the commit: ``org/name`` (or ``@main``) names whatever was pushed last, so two runs under
+    the same string can have measured different weights. A cached snapshot resolves offline
+    (its folder name is the commit) and loads from that folder; otherwise the hub is asked once
+    for the commit. With no cache and no hub this fails at once with the reason, before any run
+    is created (``from_pretrained``'s retries took ~54 s to say the same).
+    """
+    assert spec.path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    rev = spec.revision or "main"
+    try:
+        folder = snapshot_download(spec.path, revision=rev, local_files_only=True)
+        return ResolvedWeights(folder, f"hub:{spec.path}@{os.path.basename(folder)}", revision=None)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        pass
+    why = hub_unreachable()
+    if why:
+        raise EvalkitError(
+            f"model '{spec.raw}': not in the local Hugging Face cache and the hub cannot be reached ({why}); "
+            "download it first (huggingface-cli download) or pass a local folder"
+        )
+    from huggingface_hub import HfApi
+
+    try:
+        commit = HfApi().model_info(spec.path, revision=rev, timeout=10).sha
+    except Exception as exc:  # repository missing, gated, revision unknown: one line from the hub's answer
+        raise EvalkitError(f"model '{spec.raw}': the hub does not serve it ({str(exc).splitlines()[0]})") from exc
+    return ResolvedWeights(spec.path, f"hub:{spec.path}@{commit}", revision=commit)
+
+
+def hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why the hub cannot be reached now (offline mode, DNS, refused, timeout), or None."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except socket.gaierror:
+        return f"cannot resolve {host}: offline"
+    except TimeoutError:
+        return f"{host}:{port} did not answer in {timeout_s:.0f} s"
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
 
 
 def load_causal_lm(

@@ -110,9 +110,14 @@ class RunRow:
 class RunStore:
     """A handle on one store file. Cheap to open; safe to use from one process at a time per run."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, *, create: bool = True) -> None:
+        """``create=False`` (reading commands): a missing file is an error, never a new empty store,
+        so a mistyped ``--store`` cannot look like a store with no runs."""
         self.path = path or default_store_path()
         folder = os.path.dirname(os.path.abspath(self.path))
+        if not create and not os.path.isfile(self.path):
+            raise EvalkitError(f"store '{self.path}': no such file (check --store / EVALKIT_STORE; "
+                               "only eval, loop and judge-agreement create a store)")
         try:
             os.makedirs(folder, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -207,9 +212,24 @@ class RunStore:
                 (error[:2000], time.time(), run_id),
             )
 
+    def unfinished_runs(self, model_spec: str, suite_hash: str) -> list[RunRow]:
+        """Running/failed runs of this model string on this suite, newest first (identity aside)."""
+        rows = self._db.execute(
+            "SELECT * FROM runs WHERE model_spec=? AND suite_hash=? AND status IN ('running','failed') "
+            "ORDER BY created_at DESC", (model_spec, suite_hash),
+        ).fetchall()
+        return [_run_row(r) for r in rows]
+
     def get_run(self, run_ref: str) -> RunRow:
+        """A run by id, unique id prefix, or ``latest`` (the newest *complete* run: a failed or
+        unfinished attempt has no results to show)."""
         if run_ref == "latest":
-            row = self._db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE status='complete' ORDER BY created_at DESC LIMIT 1").fetchone()
+            if row is None:
+                others = self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+                raise EvalkitError(f"run 'latest': store {self.path} has no complete run"
+                                   + (f" ({others} unfinished or failed: evalkit runs --all)" if others else ""))
         else:
             row = self._db.execute("SELECT * FROM runs WHERE run_id=?", (run_ref,)).fetchone()
             if row is None:
@@ -219,9 +239,13 @@ class RunStore:
             raise EvalkitError(f"run '{run_ref}': not found in store {self.path}")
         return _run_row(row)
 
-    def list_runs(self, limit: int = 50) -> list[RunRow]:
-        rows = self._db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+    def list_runs(self, limit: int = 50, include_failed: bool = True) -> list[RunRow]:
+        where = "" if include_failed else "WHERE status!='failed' "
+        rows = self._db.execute(f"SELECT * FROM runs {where}ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         return [_run_row(r) for r in rows]
+
+    def count_runs(self, status: str) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM runs WHERE status=?", (status,)).fetchone()[0]
 
     # --------------------------------------------------------------- entries
     def entry_status(self, run_id: str, entry: str) -> str | None:
