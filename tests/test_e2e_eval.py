@@ -147,3 +147,55 @@ def test_kl_of_model_to_itself_via_cli(tmp_path):
     )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["method"] == "identical" and abs(res["mean_kl"]) < 1e-6 and res["n_prompts"] == 2
+
+
+def _copy_store(src, dst) -> str:
+    """A private copy (sqlite backup), so tests that change runs never touch the shared reference."""
+    out = sqlite3.connect(dst)
+    sqlite3.connect(src).backup(out)
+    out.close()
+    return str(dst)
+
+
+def test_rerun_reuses_the_complete_run_unless_forced(uninterrupted, tmp_path):
+    from tests.conftest import DATA, FIXTURES
+
+    store = _copy_store(uninterrupted["store"], tmp_path / "rerun.sqlite")
+    args = _eval_args(store, FIXTURES / "suites" / "tiny.yaml", DATA, tmp_path / "reports")
+    result, err = _finish(_evalkit(args))
+    ref = uninterrupted["result"]
+    assert result["run_id"] == ref["run_id"] and result["metrics"] == ref["metrics"]
+    assert f"reusing complete run {ref['run_id']}" in err
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT COUNT(*), MAX(attempts) FROM runs").fetchone() == (1, 1)  # nothing re-run
+
+
+def test_resume_with_a_different_dtype_starts_a_new_run_and_says_why(uninterrupted, tmp_path):
+    """An unfinished bf16/fp32 run must not be completed by a run in the other dtype."""
+    from tests.conftest import DATA, FIXTURES
+
+    store = _copy_store(uninterrupted["store"], tmp_path / "ident.sqlite")
+    db = sqlite3.connect(store)
+    old_id, settings = db.execute("SELECT run_id, settings_json FROM runs").fetchone()
+    old_dtype = json.loads(settings)["identity"]["dtype"]
+    other = "float32" if old_dtype == "bfloat16" else "bfloat16"
+    with db:
+        db.execute("UPDATE runs SET status='failed'")  # an interrupted attempt, as far as resume can tell
+    args = _eval_args(store, FIXTURES / "suites" / "tiny.yaml", DATA, tmp_path / "reports") + ["--dtype", other]
+    proc = _evalkit(args)
+    note, deadline = "", time.time() + 300
+    while time.time() < deadline:  # the note comes before any model work; stop the run once it is out
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if "not resuming run" in line:
+            note = line
+            break
+    deadline = time.time() + 120  # the new run row follows the note; stop once it exists
+    while proc.poll() is None and time.time() < deadline and db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] < 2:
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate()
+    assert f"not resuming run {old_id} (failed): it differs in dtype: {old_dtype} -> {other}" in note, note
+    runs = db.execute("SELECT run_id, status FROM runs ORDER BY created_at").fetchall()
+    assert len(runs) == 2 and runs[0] == (old_id, "failed") and runs[1][0] != old_id
