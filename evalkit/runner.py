@@ -118,8 +118,8 @@ def prepare(settings: EvalSettings) -> tuple[ModelSpec, FrozenSuite]:
     suite = load_suite(settings.suite)
     if settings.limit is not None and settings.limit <= 0:
         raise EvalkitError(f"--limit {settings.limit}: must be a positive number of samples per task")
+    ensure_punkt()  # before freeze: resolving lm-eval's IFEval task imports it, which would try to download punkt
     frozen = freeze(suite, settings.data_dir, settings.limit)
-    ensure_punkt()  # lm-eval's IFEval would try to download it at import
     if frozen.all_local and spec.is_local_weights:
         set_offline()
     return spec, frozen
