@@ -74,8 +74,11 @@ def test_unwritable_store(tmp_path, data_dir, tiny_suite, capsys):
 
 
 def test_runs_and_show_on_empty_store(tmp_path, capsys):
+    from evalkit.store import RunStore
+
     store = str(tmp_path / "s.sqlite")
+    RunStore(store)  # exists, holds no runs (a missing store is tested in test_store_identity)
     assert main(["--store", store, "runs", "--json"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
     assert main(["--store", store, "show", "latest"]) == 2
-    _one_line_error(capsys, "not found")
+    _one_line_error(capsys, "has no complete run")
