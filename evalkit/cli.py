@@ -153,8 +153,11 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise EvalkitError(f"score: --data FILE is required for task {args.task}")
         from evalkit.scoring import score_responses
 
-        result = score_responses(args.task, args.data, args.responses)
-        summary = {"task": result["task"], "n": result["n"], "metrics": result["metrics"]}
+        result = score_responses(args.task, args.data, args.responses, strict_prompts=args.strict_prompts)
+        for line in result["warnings"]:  # at most one: every drifted prompt listed in it
+            print(f"evalkit: warning: {line}", file=sys.stderr)
+        summary = {"task": result["task"], "n": result["n"], "metrics": result["metrics"],
+                   "matched_by": result["matched_by"], "prompt_drift": result["prompt_drift"]}
     if args.json:
         print(json.dumps(summary, default=str))
     else:
@@ -437,7 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("score", help="score a file of precomputed responses with the suite's scorer")
     c.add_argument("--task", required=True, choices=["ifeval", "gsm8k", "humaneval"])
     c.add_argument("--data", help="data file (IFEval input_data.jsonl / GSM8K test.jsonl)")
-    c.add_argument("--responses", required=True, help="JSONL of responses")
+    c.add_argument("--responses", required=True,
+                   help="JSONL of responses: {response[, key][, prompt]}; matched by key when every row has one, else by order")
+    c.add_argument("--strict-prompts", action="store_true",
+                   help="a response prompt that differs from its data row's is an error (default: upstream prompt "
+                        "edits are scored against the data's prompt, with one warning line listing them)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_score)
     return p

@@ -63,6 +63,7 @@ class LmEvalEngine:
         from lm_eval.tasks import TaskManager
 
         from evalkit.engines.lmeval.persistent import PersistentLM
+        from evalkit.engines.lmeval.determinism import seeded_langdetect
         from evalkit.engines.lmeval.progress import entry_bar, quiet_request_building
         from evalkit.engines.lmeval.results import metric_rows, sample_rows
 
@@ -77,7 +78,7 @@ class LmEvalEngine:
         only = ({t: ids["confirm"] for t, ids in frozen.split.items()}
                 if ctx.part == "confirm" and frozen.split else None)
         try:
-            with quiet_request_building():
+            with quiet_request_building(), seeded_langdetect():
                 out = simple_evaluate(
                     model=wrapped,
                     tasks=list(frozen.configs.values()),
