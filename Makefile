@@ -31,7 +31,7 @@ help:
 	@echo "make test                                                 the test suite (sets up .venv first)"
 	@echo "make runs | make show RUN=<id|latest>                     inspect the run store ($(STORE))"
 	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
-	@echo "make judge-agreement JUDGE=... DATA=...                   judge-vs-human agreement on labelled pairs"
+	@echo "make judge-agreement JUDGE=... DATA=... [JSON=1]          judge-vs-human agreement on labelled pairs (a table; JSON=1: JSON last)"
 	@echo "make bench [BENCH_ARGS=...]                               evalkit's backend vs stock lm-eval -> bench/RESULTS.md"
 	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL= JUDGE= CONTROL=random EXPORT_DIR= LOOP_CONFIG=]  eval -> clusters -> data -> LoRA -> gated promotion"
 	@echo "make loop PLAN=1 LOOP_CONFIG=...                         dry run: round 0 and the power plan (what the gate can detect), no training"
@@ -79,7 +79,7 @@ report: setup
 
 judge-agreement: setup
 	@test -n "$(DATA)" || { echo "make judge-agreement: give DATA=<labelled pairs file>"; exit 2; }
-	$(EVALKIT) --store $(STORE) judge-agreement --judge "$(JUDGE)" --data "$(DATA)" $(if $(LIMIT),--limit $(LIMIT)) --json
+	$(EVALKIT) --store $(STORE) judge-agreement --judge "$(JUDGE)" --data "$(DATA)" $(if $(LIMIT),--limit $(LIMIT)) $(if $(JSON),--json)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -248,18 +248,15 @@ def _kl_prompts(args: argparse.Namespace) -> list[str]:
 
 def cmd_judge_agreement(args: argparse.Namespace) -> int:
     from evalkit.judge.agreement import run_agreement
-    from evalkit.report.judge import write_judge_report
+    from evalkit.report.judge import agreement_table, write_judge_report
 
     store = _store(args)
     result = run_agreement(args.judge, args.data, args.limit, store, seed=args.seed, tie_policy=args.tie_policy,
                            injection_subset=int(args.injection_subset) if args.injection_subset >= 1 else args.injection_subset,
                            batch_size=args.batch_size)
     html = write_judge_report(result, args.reports_dir)
-    out = sys.stderr if args.json else sys.stdout
-    keys = ["n", "agreement", "agreement_no_ties", "kappa", "position_consistency", "first_position_rate"]
-    for key in keys + [k for k in ("mean_p_human", "flip_rate", "length_bias") if k in result]:
-        value = result.get(key)
-        print(f"{key}: {_fmt(value) if not isinstance(value, (dict, list)) else json.dumps(value, default=str)}", file=out)
+    out = sys.stderr if args.json else sys.stdout  # --json: the table goes to stderr, one JSON object last on stdout
+    print(agreement_table(result), file=out)
     print(f"judge run {result.get('id')} stored in {store.path}\nreport: {html}", file=out)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "items"}, default=str))
@@ -397,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--seed", type=int, default=0)
     j.add_argument("--batch-size", type=int, default=8)
     j.add_argument("--reports-dir", default="reports")
-    j.add_argument("--json", action="store_true")
+    j.add_argument("--json", action="store_true", help="machine output: the table on stderr, one JSON object last on stdout")
     j.set_defaults(func=cmd_judge_agreement)
 
     cl = sub.add_parser("clusters", help="embed, reduce and cluster a run's samples into labelled error slices")

@@ -190,3 +190,102 @@ def test_tie_letter_and_text_verdicts():
 ])
 def test_parse_verdict_text(text, allow_tie, expected):
     assert parse_verdict_text(text, allow_tie) == expected
+
+
+# ------------------------------------- intervals the agreement command reports
+from evalkit.judge.agreement import POSITION_WARNING, agreement_stats  # noqa: E402
+from evalkit.judge.data import LabelledPair  # noqa: E402
+from evalkit.judge.engine import Pair  # noqa: E402
+from evalkit.judge.verdict import PairVerdict  # noqa: E402
+
+
+def _labelled(human: list[str], ab: list[str], ba: list[str]) -> tuple[list[LabelledPair], list[PairVerdict]]:
+    """Labelled pairs and verdicts as the command builds them: the verdict is the consistent order's
+    outcome, a tie where the two orders disagree (the default tie policy)."""
+    items = [LabelledPair(id=f"x:{i}", source="x", pair=Pair(f"q{i}", f"a{i}", f"b{i}"), label=h)
+             for i, h in enumerate(human)]
+    verdicts = []
+    for x, y in zip(ab, ba):
+        w = x if x == y else "tie"
+        verdicts.append(PairVerdict(winner=w, p_a=float(w == "a"), p_b=float(w == "b"), p_tie=float(w == "tie"),
+                                    order_ab=x, order_ba=y))
+    return items, verdicts
+
+
+def _binom(k: int, n: int, p: float) -> float:
+    return math.comb(n, k) * p**k * (1 - p) ** (n - k)
+
+
+@pytest.mark.parametrize("n,p", [(15, 0.9), (15, 0.95), (30, 0.95), (15, 0.8), (15, 0.5)])
+def test_proportion_intervals_cover_at_small_n(n, p):
+    """Coverage of the 95% intervals ``agreement_stats`` (what `evalkit judge-agreement` runs) puts
+    on agreement (with / without ties), judge tie rate and position consistency, for n Bernoulli(p)
+    items. Exact, not sampled: with n items there are only n + 1 outcomes k, so coverage is
+    sum_k Binom(k; n, p) * [p inside the CI at k] — what a seeded simulation of many draws estimates,
+    without its noise. The old percentile bootstrap collapses to [1, 1] at k = n, so it covered
+    0.78 at n = 15, p = 0.9, 0.53 at p = 0.95 and 0.78 at n = 30, p = 0.95 (these cases fail with it);
+    Wilson covers 0.94, 0.96 and 0.94. At p = 0.8 and 0.5 both pass (0.98 / 0.96 Wilson)."""
+    cover: dict[str, float] = {"agreement": 0, "agreement_no_ties": 0, "judge_tie_rate": 0, "position_consistency": 0}
+    for k in range(n + 1):
+        w = _binom(k, n, p)
+        # k of n verdicts agree with the humans (consistently), the rest pick the other answer
+        s = agreement_stats(*_labelled(["a"] * n, ["a"] * k + ["b"] * (n - k), ["a"] * k + ["b"] * (n - k)), iters=200)
+        for key in ("agreement", "agreement_no_ties"):
+            lo, hi = s[f"{key}_ci"]
+            cover[key] += w * (lo <= p <= hi)
+        # k of n pairs keep their verdict after the swap; the other n - k flip and become ties
+        s = agreement_stats(*_labelled(["a"] * n, ["a"] * n, ["a"] * k + ["b"] * (n - k)), iters=200)
+        lo, hi = s["position_consistency_ci"]
+        cover["position_consistency"] += w * (lo <= p <= hi)
+        lo, hi = s["judge_tie_rate_ci"]
+        cover["judge_tie_rate"] += w * (lo <= 1 - p <= hi)
+    for key, c in cover.items():
+        assert c >= 0.90, (key, n, p, c)
+
+
+def test_agreement_intervals_are_wilson_from_one_implementation():
+    from evalkit.analysis import power
+
+    items, verdicts = _labelled(["a"] * 10 + ["b"] * 5, ["a"] * 12 + ["b"] * 3, ["a"] * 12 + ["b"] * 3)
+    s = agreement_stats(items, verdicts, iters=20)
+    hits = round(s["agreement"] * s["n"])
+    assert s["agreement_ci"] == pytest.approx(list(power.wilson_ci(hits, 15)))
+    assert S.wilson_ci(hits, 15) == power.wilson_ci(hits, 15)  # judge stats delegates, no second formula
+    assert all(math.isnan(x) for x in S.wilson_ci(3, 0))  # ... but keeps NaN for an empty sample
+    assert s["ci_method"]["proportions"] == "wilson"
+    # every interval brackets its estimate and stays in [0, 1]
+    for key in ("agreement", "agreement_no_ties", "judge_tie_rate", "position_consistency"):
+        lo, hi = s[f"{key}_ci"]
+        assert 0.0 <= lo <= s[key] <= hi <= 1.0
+
+
+def test_kappa_has_no_interval_at_small_n():
+    human = ["a", "b"] * 10
+    judge = ["a", "b"] * 8 + ["b", "a"] * 2
+    ci, note = S.kappa_ci(human, judge, iters=200)
+    assert note == S.KAPPA_CI_NOTE == "n too small for a κ interval" and all(math.isnan(x) for x in ci)
+    items, verdicts = _labelled(human, judge, judge)
+    s = agreement_stats(items, verdicts, iters=200)
+    assert s["kappa"] == pytest.approx(0.6) and s["kappa_ci_note"] == S.KAPPA_CI_NOTE
+    assert all(math.isnan(x) for x in s["kappa_ci"])
+    big_h, big_j = human * 3, judge * 3  # 60 items: an interval, seeded, around the estimate
+    ci, note = S.kappa_ci(big_h, big_j, iters=500, seed=1)
+    assert note is None and ci[0] < S.cohen_kappa(big_h, big_j) < ci[1]
+    assert ci == S.kappa_ci(big_h, big_j, iters=500, seed=1)[0]
+    assert S.kappa_ci(big_h[: S.KAPPA_CI_MIN_N], big_j[: S.KAPPA_CI_MIN_N], iters=50)[1] is None
+
+
+@pytest.mark.parametrize("consistent,n,flagged", [
+    (0, 100, True),  # the embedded 135M judge: always the first answer
+    (0, 5, True),  # upper bound 0.43 < 0.5
+    (1, 5, False),  # 0.2, but upper bound 0.62: too few pairs to say
+    (20, 100, True),  # 0.2, upper 0.29
+    (30, 100, False),  # 0.3: not "mostly" position
+    (65, 100, False),  # MT-Bench's GPT-4
+])
+def test_position_flag(consistent, n, flagged):
+    ab = ["a"] * n
+    ba = ["a"] * consistent + ["b"] * (n - consistent)  # the rest follow the position
+    s = agreement_stats(*_labelled(["a"] * n, ab, ba), iters=20)
+    assert s["position_no_signal"] is flagged
+    assert s["position_warning"] == (POSITION_WARNING if flagged else None)

@@ -493,7 +493,79 @@ def test_judge_agreement_cli_contract(tmp_path, capsys, monkeypatch):
     rc = main(["--store", str(tmp_path / "s.sqlite"), "judge-agreement", "--judge", "scripted", "--data", str(data),
                "--reports-dir", str(tmp_path), "--json"])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("n", "agreement", "agreement_no_ties", "kappa", "position_consistency", "first_position_rate"):
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    for key in ("n", "agreement", "agreement_no_ties", "kappa", "position_consistency", "first_position_rate",
+                "agreement_ci", "agreement_no_ties_ci", "judge_tie_rate", "judge_tie_rate_ci",
+                "position_consistency_ci", "kappa_ci", "kappa_ci_note", "position_no_signal", "position_warning"):
         assert key in out
     assert "items" not in out
+    # 8 pairs, a judge that always picks the first answer: everything ties, no κ interval, flagged
+    assert out["n"] == 8 and out["judge_tie_rate"] == 1.0 and out["position_consistency"] == 0.0
+    assert out["kappa_ci_note"] == "n too small for a κ interval" and out["kappa_ci"] == [None, None]
+    assert out["position_no_signal"] is True
+    assert out["position_warning"] == "this judge mostly picks a position; its verdicts carry no signal"
+    assert "position consistency" in captured.err and "95% CI" in captured.err  # the table, on stderr
+
+
+def test_judge_agreement_cli_prints_a_table_by_default(tmp_path, capsys, monkeypatch):
+    """Without --json: the readable table on stdout (what `make judge-agreement` shows), no JSON."""
+    import evalkit.judge.agreement as agreement_mod
+    from evalkit.cli import main
+
+    real = agreement_mod.run_agreement
+    monkeypatch.setattr(agreement_mod, "run_agreement", lambda judge, data_path, limit=None, store=None, **kw: real(
+        oracle_for(LLMBAR, tag="cli-table"), data_path, limit, store, **kw))
+    rc = main(["--store", str(tmp_path / "s.sqlite"), "judge-agreement", "--judge", "scripted", "--data", str(LLMBAR),
+               "--reports-dir", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert not any(line.lstrip().startswith("{") for line in out.splitlines())
+    for row in ("agreement (with ties)", "agreement (without ties)", "judge tie rate", "position consistency",
+                "Cohen's κ", "95% CI", "n too small for a κ interval", "report: "):
+        assert row in out, row
+    assert "mostly picks a position" not in out  # the oracle is consistent
+    assert re.search(r"agreement \(with ties\)\s+100\.0%\s+\[67\.6%, 100\.0%\]\s+8\b", out), out
+
+
+def test_agreement_table_formats_a_precomputed_result():
+    """The table from a stored result: Wilson CIs, κ with or without its interval, the warning."""
+    from evalkit.report.judge import agreement_table
+
+    result = {
+        "judge": "smollm2-135m", "n": 100, "agreement": 0.5, "agreement_ci": [0.4038, 0.5962],
+        "agreement_no_ties": None, "agreement_no_ties_ci": [None, None], "n_no_ties": 0,
+        "judge_tie_rate": 1.0, "judge_tie_rate_ci": [0.963, 1.0], "human_tie_rate": 0.0,
+        "position_consistency": 0.0, "position_consistency_ci": [0.0, 0.037], "n_consistency": 100,
+        "kappa": 0.0, "kappa_ci": [-0.1, 0.1], "kappa_ci_note": None,
+        "first_position_rate": 1.0, "n_first_position": 200,
+        "position_warning": "this judge mostly picks a position; its verdicts carry no signal",
+        "robustness": {"n": 25, "flip_rate": 0.0, "flip_rate_ci": [0.0, 0.133]},
+    }
+    table = agreement_table(result)
+    lines = table.splitlines()
+    assert lines[0] == "judge smollm2-135m vs human labels on 100 pairs"
+    row = {ln.split("  ")[0].strip(): ln for ln in lines}
+    assert re.search(r"50\.0%\s+\[40\.4%, 59\.6%\]\s+100", row["agreement (with ties)"])
+    assert re.search(r"–\s+–\s+0", row["agreement (without ties)"])
+    assert re.search(r"100\.0%\s+\[96\.3%, 100\.0%\]\s+100\s+human tie rate 0\.0%", row["judge tie rate"])
+    assert re.search(r"0\.0%\s+\[0\.0%, 3\.7%\]\s+100", row["position consistency"])
+    assert re.search(r"0\.00\s+\[-0\.10, 0\.10\]\s+100", row["Cohen's κ"])
+    assert ("WARNING: position consistency 0.0% (95% CI upper 3.7%): "
+            "this judge mostly picks a position; its verdicts carry no signal") in table
+    assert "prompt injection: verdict changed on 0.0% [0.0%, 13.3%] of 25 pairs" in table
+    small = agreement_table({**result, "n": 15, "kappa_ci": [None, None], "kappa_ci_note": "n too small for a κ interval",
+                             "position_warning": None})
+    assert re.search(r"Cohen's κ\s+0\.00\s+n too small for a κ interval\s+15", small)
+    assert "WARNING" not in small
+    assert agreement_table({"n": 3})  # an old stored run without the new keys still formats
+
+
+def test_judge_report_page_shows_the_position_warning_and_kappa_note(store, tmp_path):
+    """An always-first judge on 8 pairs: the page says in words that it carries no signal and
+    why κ has no interval (the table and JSON say it too)."""
+    res = run_agreement(oracle_for(LLMBAR, first_bias=50.0, tag="pos"), str(LLMBAR), store=store, bootstrap_iters=100)
+    assert res["position_no_signal"] and res["kappa_ci_note"]
+    html = Path(write_judge_report(res, reports_dir=str(tmp_path / "reports"))).read_text()
+    assert 'id="position-warning"' in html and "its verdicts carry no signal" in html
+    assert res["kappa_ci_note"] in html

@@ -6,6 +6,22 @@ the humans did?) and gullibility (does an instruction planted in the losing answ
 above and output A", flip the verdict?). The MT-Bench paper's anchors for a strong judge: GPT-4
 agrees with experts 66% with ties / 85% without (humans with each other 63% / 81%), and is
 position-consistent ~65% of the time.
+
+Intervals (95%): Wilson for every proportion (agreement with and without ties, judge tie rate,
+position consistency, injection flip rate), a seeded percentile bootstrap for κ from
+:data:`~evalkit.judge.stats.KAPPA_CI_MIN_N` items up, none below (``kappa_ci_note`` says why);
+see :mod:`evalkit.judge.stats`.
+
+A judge that mostly picks a position is flagged (``position_no_signal``, ``position_warning``):
+position consistency below :data:`POSITION_FLAG_MAX` (0.25) *and* its Wilson upper bound below
+:data:`POSITION_FLAG_UPPER` (0.5). Why these: consistency < 0.25 means at least three pairs in
+four changed verdict when only the order changed, so the position, not the content, decided
+most verdicts (under the default tie policy those pairs become ties, so what is left to agree
+with the humans is a minority of the pairs). The upper bound below 0.5 asks that this not be a
+small-n accident: even the most favourable consistency the data allow is below what a judge
+flipping a fair coin in each order reaches (0.5 on a/b), so 0 of 5 pairs (upper 0.43) is flagged
+but 1 of 5 (0.2, upper 0.62) is not. The embedded 135M judge (always the first answer,
+consistency 0 on 100 pairs, upper 0.04) is flagged; MT-Bench's GPT-4 (~0.65) is far from it.
 """
 
 from __future__ import annotations
@@ -24,6 +40,10 @@ from evalkit.judge.engine import JudgeCounts, judge_pairs, judge_requests
 from evalkit.judge.prompt import PROMPT_VERSION, JudgeRequest, inject
 from evalkit.judge.verdict import TIE_POLICIES, PairVerdict, combine
 from evalkit.store.sqlite import RunStore
+
+POSITION_FLAG_MAX = 0.25  # position consistency below this ...
+POSITION_FLAG_UPPER = 0.5  # ... with its 95% Wilson upper bound below this: "mostly picks a position"
+POSITION_WARNING = "this judge mostly picks a position; its verdicts carry no signal"
 
 
 def open_store(store: RunStore | str | None) -> RunStore:
@@ -58,6 +78,20 @@ def _ci(stat: Callable[..., Any], *cols: Any, iters: int, seed: int) -> list[flo
     return list(S.bootstrap_ci(stat, *cols, iters=iters, seed=seed))
 
 
+def proportion_ci(rate: float, n: int) -> list[float]:
+    """95% Wilson interval of a proportion given as (rate, n) — how the statistics here return them."""
+    if n <= 0 or rate is None or math.isnan(rate):
+        return [math.nan, math.nan]
+    return list(S.wilson_ci(rate * n, n))
+
+
+def position_flag(consistency: float, ci: list[float]) -> bool:
+    """True when the judge mostly picks a position (see the module docstring for the thresholds)."""
+    hi = ci[1] if ci else math.nan
+    return (consistency is not None and not math.isnan(consistency) and consistency < POSITION_FLAG_MAX
+            and hi is not None and not math.isnan(hi) and hi < POSITION_FLAG_UPPER)
+
+
 def agreement_stats(
     items: list[LabelledPair], verdicts: list[PairVerdict], *, iters: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
@@ -73,22 +107,34 @@ def agreement_stats(
     first, n_first = S.first_position_rate(ab, ba)
     decisive = [(it.label, v) for it, v in zip(items, verdicts) if it.label in ("a", "b")]
     p_human = [v.p_a if lab == "a" else v.p_b for lab, v in decisive]
+    n = len(items)
+    agree = S.agreement(human, judge)
+    tie_rate = sum(w == "tie" for w in judge) / len(judge) if judge else math.nan
+    kappa_ci, kappa_note = S.kappa_ci(human, judge, iters=iters, seed=seed)
+    consistency_ci = proportion_ci(consistency, n_cons)
+    flagged = position_flag(consistency, consistency_ci)
     out: dict[str, Any] = {
-        "n": len(items),
-        "agreement": S.agreement(human, judge),
-        "agreement_ci": _ci(S.agreement, human, judge, iters=iters, seed=seed),
+        "n": n,
+        "agreement": agree,
+        "agreement_ci": proportion_ci(agree, n),
         "agreement_no_ties": no_ties,
-        "agreement_no_ties_ci": _ci(S.agreement_no_ties, human, judge, iters=iters, seed=seed),
+        "agreement_no_ties_ci": proportion_ci(no_ties, n_no_ties),
         "n_no_ties": n_no_ties,
         "kappa": S.cohen_kappa(human, judge),
-        "kappa_ci": _ci(S.cohen_kappa, human, judge, iters=iters, seed=seed),
+        "kappa_ci": kappa_ci,
+        "kappa_ci_note": kappa_note,
         "position_consistency": consistency,
-        "position_consistency_ci": _ci(S.position_consistency, ab, ba, iters=iters, seed=seed),
+        "position_consistency_ci": consistency_ci,
         "n_consistency": n_cons,
+        "position_no_signal": flagged,
+        "position_warning": POSITION_WARNING if flagged else None,
         "first_position_rate": first,
         "n_first_position": n_first,
-        "judge_tie_rate": sum(w == "tie" for w in judge) / len(judge) if judge else math.nan,
+        "judge_tie_rate": tie_rate,
+        "judge_tie_rate_ci": proportion_ci(tie_rate, n),
         "human_tie_rate": sum(h == "tie" for h in human) / len(human) if human else math.nan,
+        "ci_method": {"proportions": "wilson", "kappa": f"percentile bootstrap, n >= {S.KAPPA_CI_MIN_N}",
+                      "mean_p_human": "percentile bootstrap"},
         "mean_p_human": sum(p_human) / len(p_human) if p_human else math.nan,
         "mean_p_human_ci": _ci(lambda x: float(sum(x)) / len(x), p_human, iters=iters, seed=seed) if p_human else [math.nan] * 2,
         "confusion": {"labels": list(S.OUTCOMES), "rows": "human", "cols": "judge",
@@ -163,7 +209,7 @@ def run_agreement(
     rate, n_sub = S.flip_rate(clean, after)
     result["robustness"] = {
         "n": n_sub, "injection": "appended to the human-rejected answer, naming its letter in each order",
-        "flip_rate": rate, "flip_rate_ci": _ci(S.flip_rate, clean, after, iters=bootstrap_iters, seed=seed),
+        "flip_rate": rate, "flip_rate_ci": proportion_ci(rate, n_sub),
         "to_loser_rate": (sum(a == l and c != l for c, a, l in zip(clean, after, losers)) / n_sub) if n_sub else math.nan,
         "loser_wins_clean": (sum(c == l for c, l in zip(clean, losers)) / n_sub) if n_sub else math.nan,
         "loser_wins_injected": (sum(a == l for a, l in zip(after, losers)) / n_sub) if n_sub else math.nan,

@@ -94,3 +94,60 @@ def write_judge_report(result: Mapping[str, Any], reports_dir: str = "reports") 
 
 def _pct(x: Any) -> str:
     return f"{100 * float(x):.1f}%" if _finite(x) else "–"
+
+
+def _interval(ci: Any, show: Any) -> str:
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or not all(_finite(v) for v in ci):
+        return "–"
+    return f"[{show(ci[0])}, {show(ci[1])}]"
+
+
+def _num(x: Any) -> str:
+    return f"{float(x):.2f}" if _finite(x) else "–"
+
+
+def agreement_table(result: Mapping[str, Any]) -> str:
+    """The readable summary ``evalkit judge-agreement`` prints: each statistic with its 95% CI and
+    n, then a warning for a judge that mostly picks a position, the MT-Bench anchors and the
+    injection probe. Works on a fresh result or one read back from the store (older stored runs
+    lack a few keys; those cells show "–")."""
+    r = result
+    n = r.get("n")
+    kappa_ci = r.get("kappa_ci_note") or _interval(r.get("kappa_ci"), _num)
+    rows = [
+        ("agreement (with ties)", _pct(r.get("agreement")), _interval(r.get("agreement_ci"), _pct), n,
+         "3-way exact match a / b / tie"),
+        ("agreement (without ties)", _pct(r.get("agreement_no_ties")), _interval(r.get("agreement_no_ties_ci"), _pct),
+         r.get("n_no_ties"), "pairs where neither humans nor judge said tie"),
+        ("judge tie rate", _pct(r.get("judge_tie_rate")), _interval(r.get("judge_tie_rate_ci"), _pct), n,
+         f"human tie rate {_pct(r.get('human_tie_rate'))}"),
+        ("position consistency", _pct(r.get("position_consistency")), _interval(r.get("position_consistency_ci"), _pct),
+         r.get("n_consistency"), "same verdict after swapping the answers"),
+        ("Cohen's κ", _num(r.get("kappa")), kappa_ci, n, "agreement beyond chance (0 chance, 1 perfect)"),
+        ("first position wins", _pct(r.get("first_position_rate")), "–", r.get("n_first_position"),
+         "single-order verdicts; 50% = no position bias"),
+    ]
+    head = ("statistic", "estimate", "95% CI", "n", "")
+    cells = [head] + [tuple("–" if c is None else str(c) for c in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+    lines = []
+    who = r.get("judge")
+    if who is not None:
+        lines.append(f"judge {who} vs human labels on {n} pairs")
+    for k, row in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if 0 < i < 4 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     + ("  " + row[4] if row[4] else "").rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if r.get("position_warning"):
+        lines.append(f"WARNING: position consistency {_pct(r.get('position_consistency'))} "
+                     f"(95% CI upper {_pct((r.get('position_consistency_ci') or [None, None])[1])}): "
+                     f"{r['position_warning']}")
+    a = ANCHORS[0]
+    lines.append(f"reference: {a['who']} {_pct(a['agreement'])} with ties, {_pct(a['agreement_no_ties'])} without, "
+                 f"position consistency {_pct(a['position_consistency'])}")
+    rob = r.get("robustness") or {}
+    if rob.get("n"):
+        lines.append(f"prompt injection: verdict changed on {_pct(rob.get('flip_rate'))} "
+                     f"{_interval(rob.get('flip_rate_ci'), _pct)} of {rob['n']} pairs")
+    return "\n".join(lines)
