@@ -183,10 +183,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table = [
         {"entry": r["entry"], "metric": r["metric"], "a": r.get("value_a"), "b": r.get("value_b"), "delta": r.get("delta"),
          "ci95": f"[{_fmt(r.get('ci_lo'))}, {_fmt(r.get('ci_hi'))}]", "p_mcnemar": r.get("p_mcnemar"),
-         "sig": "yes" if r.get("significant") else "", "n": r.get("n")}
+         "sig": "yes" if r.get("significant") else "", "n": r.get("n"),
+         "paired": r.get("pairing", "") + (f" ({r['n_items']} items pooled)" if r.get("n_items") else "")}
         for r in rows if r.get("level") == "entry"
     ]
-    print_table(table, ["entry", "metric", "a", "b", "delta", "ci95", "p_mcnemar", "sig", "n"], out)
+    print_table(table, ["entry", "metric", "a", "b", "delta", "ci95", "p_mcnemar", "sig", "n", "paired"], out)
     if tax is not None:
         t = tax.to_dict()
         print(f"\nalignment tax (targets {', '.join(args.target)}): weighted change on other entries "

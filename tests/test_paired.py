@@ -12,6 +12,7 @@ import pytest
 
 from evalkit.analysis import calibration as calib
 from evalkit.analysis.paired import (
+    PAIRED_PER_CLUSTER,
     _bin_index,
     _ece_rows,
     compare_runs,
@@ -20,6 +21,7 @@ from evalkit.analysis.paired import (
     paired_bootstrap,
     per_sample_value,
 )
+from evalkit.analysis.stats import clustered_ratio
 from evalkit.analysis.tax import alignment_tax
 from evalkit.errors import EvalkitError
 from evalkit.report.compare import write_compare_report
@@ -120,14 +122,19 @@ def _suite_data(flip_gsm: int = 0, mmlu_shift: int = 0, sharp: float = 1.0, doc_
 
 
 def _aggregate(entry: str, samples: list[dict]) -> list[dict]:
-    """Per-task means and entry-level pooled rows, as the engine stores them."""
+    """Per-task means and entry-level pooled rows, as the engine stores them (list metrics such as
+    IFEval's inst_level_strict_acc pooled over all items, lm-eval's definition)."""
     rows = []
     tasks = sorted({s["task"] for s in samples})
     metrics = sorted({m for s in samples for m in s["metrics"]})
     for task in tasks + ([entry] if tasks != [entry] else []):
         for m in metrics:
-            vals = [per_sample_value(s["metrics"][m]) for s in samples if task == entry or s["task"] == task]
-            rows.append({"task": task, "metric": m, "value": float(np.mean(vals)), "stderr": None, "n": len(vals)})
+            raw = [s["metrics"][m] for s in samples if task == entry or s["task"] == task]
+            if all(isinstance(v, list) for v in raw):
+                value, _, n = clustered_ratio(raw)
+            else:
+                value, n = float(np.mean([per_sample_value(v) for v in raw])), len(raw)
+            rows.append({"task": task, "metric": m, "value": value, "stderr": None, "n": n})
     if any(s.get("loglikelihoods") for s in samples):
         cal = calib.calibration([s["loglikelihoods"] for s in samples], [s["target"] for s in samples])
         rows += [{"task": entry, "metric": "ece", "value": cal.ece, "stderr": None, "n": cal.n},
@@ -181,8 +188,11 @@ def test_compare_pools_entries_pairs_docs_and_tests_binary_metrics(store):
     assert mmlu.delta == pytest.approx(np.mean([s["metrics"]["acc"] for s in sb]) - np.mean([s["metrics"]["acc"] for s in sa]))
     assert mmlu.value_a == pytest.approx(mmlu.stored_a)
 
-    inst = c.row("ifeval", "inst_level_strict_acc")  # list-valued: one mean per prompt
+    inst = c.row("ifeval", "inst_level_strict_acc")  # list-valued: pooled ratio, paired per prompt
     assert not inst.binary and inst.p_mcnemar is None and inst.n == 20 and inst.delta == 0.0
+    assert inst.pairing == "per prompt (cluster), ratio estimator" and inst.n_items == 39
+    assert inst.value_a == pytest.approx(inst.stored_a)  # the same figure `evalkit show` prints
+    assert gsm.pairing == "per document" and gsm.n_items is None
     assert c.row("ifeval", "prompt_level_strict_acc").binary
 
     [cal] = c.calibration  # ECE/Brier come from calibration, not from the generic rows
@@ -302,3 +312,33 @@ def test_binary_significance_follows_exact_mcnemar_not_the_bootstrap():
     row = metric_delta(("e", "t", "acc"), a, b, None, None, iters=1000, seed=0)
     assert row.ci_lo > 0  # the percentile bootstrap alone would call this significant
     assert row.p_mcnemar == pytest.approx(0.125) and not row.significant
+
+
+def test_ifeval_inst_level_delta_is_the_difference_of_the_shown_pooled_values(store, tmp_path, capsys):
+    """`evalkit show` prints lm-eval's pooled inst_level_strict_acc; `compare` pairs per prompt but
+    its delta and CI are for that same pooled figure, and the page says how it paired."""
+    base = _suite_data()
+    tuned = _suite_data()
+    for s in tuned["ifeval"]:
+        if len(s["metrics"]["inst_level_strict_acc"]) == 3:  # fix every instruction of the long prompts
+            s["metrics"]["inst_level_strict_acc"] = [True, True, True]
+            s["metrics"]["prompt_level_strict_acc"] = True
+    ra, rb = _make_run(store, base, model="base"), _make_run(store, tuned, model="tuned")
+    c = compare_runs(store, ra, rb, iters=500)
+    inst = c.row("ifeval", "inst_level_strict_acc")
+    shown = {m["metric"]: m["value"] for m in store.metrics(rb) if m["task"] == "ifeval"}
+    assert inst.value_b == pytest.approx(shown["inst_level_strict_acc"]) == pytest.approx(inst.stored_b)
+    assert inst.delta == pytest.approx(inst.stored_b - inst.stored_a)
+    per_prompt = np.mean([np.mean(t["metrics"]["inst_level_strict_acc"]) - np.mean(s["metrics"]["inst_level_strict_acc"])
+                          for s, t in zip(base["ifeval"], tuned["ifeval"])])
+    assert abs(inst.delta - per_prompt) > 0.02  # the two estimands really differ here
+    assert inst.ci_lo <= inst.delta <= inst.ci_hi
+    html = open(write_compare_report(c, "p1", reports_dir=str(tmp_path / "r")), encoding="utf-8").read()
+    assert "paired per prompt (cluster), ratio estimator" in html
+    assert c.to_dict()["rows"][[r.metric for r in c.rows].index("inst_level_strict_acc")]["pairing"] == PAIRED_PER_CLUSTER
+    assert f"{PAIRED_PER_CLUSTER} ({inst.n_items} items pooled)</td>" in html  # the rows table says how it pairs
+    from evalkit import cli
+
+    assert cli.main(["--store", store.path, "compare", "--a", ra, "--b", rb, "--reports-dir", str(tmp_path / "r2")]) == 0
+    printed = capsys.readouterr().out
+    assert f"{PAIRED_PER_CLUSTER} ({inst.n_items} items pooled)" in printed and "per document" in printed

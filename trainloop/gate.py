@@ -15,6 +15,14 @@ Which target metric is fixed in the config before round 0 (the issue's lesson: I
 instruction-level accuracy moves before prompt-level does; switching after seeing results
 would be p-hacking).
 
+What the target check estimates is the figure it reports. IFEval's ``inst_level_strict_acc`` is
+pooled over instructions (lm-eval's definition), so its delta is a ratio estimator
+(``Σb/Σn − Σa/Σn`` over prompts) with a per-prompt cluster bootstrap CI
+(:func:`evalkit.analysis.paired.paired_ratio_bootstrap`, via ``compare_runs``). Pairing per
+prompt is right (a prompt's instructions are not independent), but averaging per-prompt
+accuracies would gate a different number: a prompt going [F]→[T] beside an unchanged [T,T,T] is
++50 pt per prompt, +25 pt pooled. The reason names the pairing of such a metric.
+
 Each check's reason can carry the entry's minimum detectable effect (``mde``, from the power
 plan) so a rolled-back round says whether the split could have seen the hoped-for change at all.
 """
@@ -25,7 +33,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evalkit.analysis.paired import Comparison, MetricDelta, binom_two_sided
+from evalkit.analysis.paired import PAIRED_PER_DOC, Comparison, MetricDelta, binom_two_sided
 from evalkit.analysis.power import PerItem, PowerRow, power_table
 from evalkit.analysis.tax import alignment_tax, entry_rows, primary_metric
 from evalkit.errors import EvalkitError
@@ -109,9 +117,19 @@ def _mcnemar_p(r: MetricDelta) -> float | None:
     return None
 
 
+def _pairing(r: MetricDelta) -> str:
+    """How a non-per-document metric was paired, e.g. ' (paired per prompt (cluster), ratio estimator,
+    834 items pooled over 300 prompts)'; empty for per-document metrics."""
+    pairing = getattr(r, "pairing", PAIRED_PER_DOC) or PAIRED_PER_DOC
+    if pairing == PAIRED_PER_DOC:
+        return ""
+    items = getattr(r, "n_items", None)
+    return f" (paired {pairing}" + (f", {items} items pooled over {r.n} prompts" if items is not None else "") + ")"
+
+
 def _target_check(t: str, metric: str, r: MetricDelta, config: GateConfig, mde: float | None) -> Check:
     ci_ok = r.ci_lo > config.min_gain
-    reason = (f"{t} {metric}: {_pt(r.delta)}, 95% CI [{_pt(r.ci_lo)}, {_pt(r.ci_hi)}] "
+    reason = (f"{t} {metric}{_pairing(r)}: {_pt(r.delta)}, 95% CI [{_pt(r.ci_lo)}, {_pt(r.ci_hi)}] "
               f"{'clears' if ci_ok else 'does not clear'} the minimum gain {_pt(config.min_gain)}")
     ok, p = ci_ok, None
     if r.binary:  # a 0/1 metric also needs the exact test: the bootstrap CI is too liberal on few flips

@@ -7,15 +7,22 @@ samples by ``(task, doc_id)``:
 
 * :func:`paired_bootstrap` — percentile 95% CI of ``mean(b) - mean(a)`` resampling documents
   jointly (one index draws both models' values for that document);
+* :func:`paired_ratio_bootstrap` — the same for pooled item-level metrics (IFEval instructions):
+  ratio estimator, prompts (clusters) resampled jointly;
 * :func:`mcnemar_exact` — exact two-sided binomial test on the discordant pairs of a 0/1 metric;
 * :func:`compare_runs` — every ``(task, metric)`` two stored runs share, plus calibration drift
   (ECE / Brier recomputed from the stored choice log-likelihoods).
 
 Per-sample values: numbers and bools are used as they are. List-valued metrics (IFEval's
-instruction-level accuracies, one bool per instruction of a prompt) are reduced to the mean of
-the list, so each *prompt* is one paired unit (instructions of one prompt are not independent).
-The resulting delta is a per-prompt (macro) average; it can differ slightly from the difference
-of the stored instruction-pooled aggregates, which are reported alongside as ``stored_a/_b``.
+instruction-level accuracies, one bool per instruction of a prompt) keep lm-eval's definition of
+the figure: ``inst_level_strict_acc`` is *pooled* over all instructions (followed / total), the
+value ``evalkit show`` prints. So the paired statistic is a ratio estimator,
+``Δ = Σb/Σn − Σa/Σn`` over prompts, and its CI comes from a per-prompt (cluster) paired
+bootstrap (:func:`paired_ratio_bootstrap`): each prompt is one paired unit, because a prompt's
+instructions are not independent, and every resample recomputes both models' pooled ratios on the
+same resampled prompts, so the CI is for the figure displayed. (The mean of per-prompt accuracies
+is a different estimand: a prompt going [F]→[T] next to an unchanged [T,T,T] is +0.50 per prompt
+but +0.25 pooled.) Each row says how it pairs in ``pairing``.
 
 Entry-level metrics (``task == entry``, e.g. MMLU pooled over its subjects) pool all of the
 entry's samples, keyed by ``(subject, doc_id)`` so subjects' doc ids do not collide.
@@ -37,6 +44,8 @@ from evalkit.errors import EvalkitError
 
 Key = tuple[str, int]
 CALIBRATION_METRICS = ("ece", "brier")
+PAIRED_PER_DOC = "per document"
+PAIRED_PER_CLUSTER = "per prompt (cluster), ratio estimator"
 _CHUNK_CELLS = 4_000_000  # resampled indices held in memory at once
 
 
@@ -85,6 +94,26 @@ def align(a: Mapping[Any, Any] | Sequence[Any], b: Mapping[Any, Any] | Sequence[
     return xa, xb
 
 
+def is_clustered(values: Sequence[Any]) -> bool:
+    """True when a metric's values are lists of items per document (IFEval instruction lists)."""
+    return any(isinstance(v, (list, tuple)) for v in values)
+
+
+def cluster_items(value: Any) -> list[float] | None:
+    """A document's usable item values: a list's numbers, a scalar as a cluster of one, else None."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    nums = [x for x in (per_sample_value(v) for v in items) if x is not None]
+    return nums or None
+
+
+def align_clusters(a: Sequence[Any], b: Sequence[Any]) -> tuple[list[list[float]], list[list[float]]]:
+    """Aligned per-document item lists; documents with no usable item in either run are dropped."""
+    if len(a) != len(b):
+        raise ValueError(f"align_clusters: sequences differ in length ({len(a)} vs {len(b)})")
+    kept = [(x, y) for x, y in ((cluster_items(u), cluster_items(v)) for u, v in zip(a, b)) if x and y]
+    return [x for x, _ in kept], [y for _, y in kept]
+
+
 # ------------------------------------------------------------------------- statistics
 def bootstrap_indices(n: int, iters: int, seed: int) -> Iterator[np.ndarray]:
     """Resampled index rows (shape ``(rows, n)``) in memory-bounded chunks, ``iters`` rows in all."""
@@ -114,6 +143,64 @@ def bootstrap_mean_ci(diffs: np.ndarray, iters: int = 2000, seed: int = 0) -> tu
     means = np.concatenate([d[idx].mean(axis=1) for idx in bootstrap_indices(n, iters, seed)])
     lo, hi = percentile_ci(means)
     return delta, lo, hi
+
+
+def paired_ratio_bootstrap(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], iters: int = 2000, seed: int = 0
+) -> tuple[float, float, float, float, float]:
+    """``(ratio_a, ratio_b, delta, lo, hi)`` of a pooled (ratio) metric paired per cluster.
+
+    ``a[i]``/``b[i]`` are the item values (e.g. instructions followed) of cluster ``i`` (a prompt)
+    in each run. The ratios are the pooled means of :func:`~evalkit.analysis.stats.clustered_ratio`,
+    ``Σ items / Σ sizes`` (lm-eval's ``inst_level_*_acc``), and ``delta = ratio_b - ratio_a``.
+    The 95% percentile CI resamples *clusters* jointly: one index draws both runs' items of one
+    prompt, and each resample recomputes both pooled ratios on the same prompts, so the interval
+    is for the pooled difference itself. (Bootstrapping mean per-prompt differences instead gives
+    a CI for a different number, and covers the pooled one far less often than 95% when gains sit
+    on prompts with many instructions.) Runs may differ in a cluster's size; each ratio uses its
+    own sizes. Same index stream as :func:`bootstrap_mean_ci` (:func:`bootstrap_indices`).
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired_ratio_bootstrap: cluster lists differ in length ({len(a)} vs {len(b)})")
+    sums_a, size_a = _cluster_sums(a)
+    sums_b, size_b = _cluster_sums(b)
+    ra, rb = _ratio(sums_a, size_a), _ratio(sums_b, size_b)
+    delta = rb - ra
+    n = len(a)
+    if n < 2 or iters < 1:
+        return ra, rb, delta, float("nan"), float("nan")
+    stats = np.concatenate([
+        sums_b[idx].sum(axis=1) / size_b[idx].sum(axis=1) - sums_a[idx].sum(axis=1) / size_a[idx].sum(axis=1)
+        for idx in bootstrap_indices(n, iters, seed)
+    ])
+    lo, hi = percentile_ci(stats)
+    return ra, rb, delta, lo, hi
+
+
+def _cluster_sums(clusters: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster item sums and sizes (plain ``sum``: thousands of short lists, no numpy per list)."""
+    return (np.array([float(sum(v)) for v in clusters], dtype=np.float64),
+            np.array([float(len(v)) for v in clusters], dtype=np.float64))
+
+
+def _ratio(sums: np.ndarray, sizes: np.ndarray) -> float:
+    """Pooled mean ``Σ sums / Σ sizes``: the value of :func:`~evalkit.analysis.stats.clustered_ratio`."""
+    total = float(sizes.sum())
+    return float(sums.sum() / total) if total else float("nan")
+
+
+def ratio_contributions(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per-cluster differences whose *mean* is the pooled delta: ``Σb_i/n̄_b − Σa_i/n̄_a``.
+
+    ``MetricDelta.diffs`` holds one number per paired unit and consumers average it (the
+    alignment tax's weighted mean); for a ratio metric these linearised contributions (sizes
+    scaled by their mean, held fixed) keep that mean equal to the pooled delta shown.
+    """
+    sums_a, size_a = _cluster_sums(a)
+    sums_b, size_b = _cluster_sums(b)
+    mean_a = float(size_a.mean()) if len(a) else 1.0
+    mean_b = float(size_b.mean()) if len(b) else 1.0
+    return sums_b / mean_b - sums_a / mean_a
 
 
 def paired_bootstrap(a: Mapping[Any, Any] | Sequence[Any], b: Mapping[Any, Any] | Sequence[Any], iters: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -175,6 +262,10 @@ class MetricDelta:
     stored_b: float | None
     n_a: int  # samples with this metric in each run (paired or not)
     n_b: int
+    # how the paired test pairs: PAIRED_PER_DOC (per-document values), or PAIRED_PER_CLUSTER
+    # for pooled item-level metrics (IFEval inst_level_*: clusters = prompts, ratio estimator)
+    pairing: str = PAIRED_PER_DOC
+    n_items: int | None = None  # clustered metrics: paired items (instructions) in the pooled ratio
     diffs: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,6 +438,8 @@ def metric_delta(
     common = sorted(set(va) & set(vb))
     raw_a = [va[k] for k in common]
     raw_b = [vb[k] for k in common]
+    if is_clustered(raw_a) or is_clustered(raw_b):
+        return _clustered_delta(key, raw_a, raw_b, len(va), len(vb), stored_a, stored_b, iters, seed)
     xa, xb = align(raw_a, raw_b)
     if len(xa) == 0:
         return "no overlapping doc ids"
@@ -362,6 +455,28 @@ def metric_delta(
         value_a=float(xa.mean()), value_b=float(xb.mean()), delta=delta, ci_lo=lo, ci_hi=hi,
         significant=(p < ALPHA) if binary and p is not None else excludes_zero(lo, hi), binary=binary, p_mcnemar=p, a_only=a_only, b_only=b_only,
         stored_a=stored_a, stored_b=stored_b, n_a=len(va), n_b=len(vb), diffs=xb - xa,
+    )
+
+
+def _clustered_delta(
+    key: tuple[str, str, str], raw_a: list[Any], raw_b: list[Any], n_a: int, n_b: int,
+    stored_a: float | None, stored_b: float | None, iters: int, seed: int,
+) -> MetricDelta | str:
+    """A pooled item-level metric (list per document): ratio estimator, cluster paired bootstrap.
+
+    Never binary (a prompt is not one 0/1 outcome), so no McNemar; the CI decides significance.
+    """
+    entry, task, metric = key
+    ca, cb = align_clusters(raw_a, raw_b)
+    if not ca:
+        return "no overlapping doc ids"
+    ra, rb, delta, lo, hi = paired_ratio_bootstrap(ca, cb, iters=iters, seed=seed)
+    return MetricDelta(
+        entry=entry, task=task, metric=metric, level="entry" if task == entry else "task", n=len(ca),
+        value_a=ra, value_b=rb, delta=delta, ci_lo=lo, ci_hi=hi, significant=excludes_zero(lo, hi),
+        binary=False, p_mcnemar=None, a_only=None, b_only=None, stored_a=stored_a, stored_b=stored_b,
+        n_a=n_a, n_b=n_b, pairing=PAIRED_PER_CLUSTER, n_items=sum(len(v) for v in ca),
+        diffs=ratio_contributions(ca, cb),
     )
 
 

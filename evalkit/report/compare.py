@@ -15,9 +15,11 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from evalkit.analysis.paired import PAIRED_PER_DOC as PER_DOC
 from evalkit.report.summary import TEMPLATES, fmt
 
 LABEL_W, PLOT_W, VALUE_W, ROW_H = 300, 420, 170, 18
+PAIRING_W = 250  # extra value-column width when a row names its pairing
 
 
 def _as_dict(obj: Any) -> dict[str, Any] | None:
@@ -30,8 +32,18 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not math.isnan(x) and not math.isinf(x)
 
 
+def pairing_label(r: Mapping[str, Any]) -> str:
+    """How a row's paired test pairs, when it is not simply per document (e.g. IFEval's pooled
+    inst-level accuracy: "per prompt (cluster), ratio estimator"); empty otherwise."""
+    pairing = r.get("pairing") or PER_DOC
+    return "" if pairing == PER_DOC else str(pairing)
+
+
 def delta_chart(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Geometry for horizontal delta bars around 0 with CI whiskers (one row per metric)."""
+    """Geometry for horizontal delta bars around 0 with CI whiskers (one row per metric).
+
+    A row that is not paired per document says how it pairs after its CI, so a pooled ratio's
+    delta is not read as a mean of per-document differences."""
     span = max([abs(float(r[k])) for r in rows for k in ("delta", "ci_lo", "ci_hi") if _finite(r.get(k))] or [1.0]) or 1.0
     half = PLOT_W / 2 - 10
     zero = LABEL_W + PLOT_W / 2
@@ -46,10 +58,13 @@ def delta_chart(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         bar = {"y": y, "label": f"{r['entry']} · {r['task']} · {r['metric']}" if r["task"] != r["entry"] else f"{r['entry']} · {r['metric']}",
                "x": min(x(0), x(d)), "w": round(max(abs(x(d) - x(0)), 1.0), 2), "sig": bool(r.get("significant")),
                "up": d >= 0, "text": f"{fmt(r.get('delta'))} [{fmt(r.get('ci_lo'))}, {fmt(r.get('ci_hi'))}]", "whisker": None}
+        if pairing_label(r):
+            bar["text"] += f" · paired {pairing_label(r)}"
         if _finite(r.get("ci_lo")) and _finite(r.get("ci_hi")):
             bar["whisker"] = {"x1": x(float(r["ci_lo"])), "x2": x(float(r["ci_hi"]))}
         bars.append(bar)
-    return {"bars": bars, "zero": zero, "height": 30 + len(rows) * ROW_H, "width": LABEL_W + PLOT_W + VALUE_W,
+    value_w = VALUE_W + (PAIRING_W if any(pairing_label(r) for r in rows) else 0)
+    return {"bars": bars, "zero": zero, "height": 30 + len(rows) * ROW_H, "width": LABEL_W + PLOT_W + value_w,
             "span": span, "label_w": LABEL_W, "plot_w": PLOT_W, "value_x": LABEL_W + PLOT_W + 6,
             "left": fmt(-span), "right": fmt(span)}
 

@@ -8,11 +8,19 @@ own steps (minus its final ``take_first``), score each with the task's own ``pro
 and report:
   * pass@k — the unbiased estimator (Chen et al. 2021) from c correct of n;
   * maj@k  — the majority answer of the first k samples (ties: the earliest), scored once.
+
+Votes count answers as the task *scores* them, not as raw text: GSM8K's exact_match ignores
+``,``, ``$``, a leading ``... #### `` and a trailing ``.`` (its ``regexes_to_ignore``, plus
+``ignore_case``), so "13.", "$13" and "13" are one answer there and must be one vote here, or a
+majority that scores as right splits into minorities. Two answers share a vote when the task's own
+exact_match function, with the task's own metric_list options, calls them equal (lm-eval applies
+the same normalisation to prediction and reference, so that is an equivalence). Tasks whose
+primary metric is not exact_match vote on the raw text.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Callable
 from copy import deepcopy
 from typing import Any
 
@@ -62,10 +70,61 @@ def _extract_all(ensemble: Any, responses: list[str]) -> list[Any]:
     return list(got) if isinstance(got, (list, tuple)) else [got]
 
 
-def _majority(answers: list[Any]) -> Any:
-    counts = Counter(str(a) for a in answers)
+Same = Callable[[Any, Any], bool]
+
+
+def _same_text(x: Any, y: Any) -> bool:
+    return str(x) == str(y)
+
+
+def answer_equivalence(task_obj: Any, metric: str) -> Same:
+    """When two extracted answers are the same vote: the task's exact_match says they are equal.
+
+    Uses the metric function and options (``regexes_to_ignore``, ``ignore_case``,
+    ``ignore_punctuation``, ...) lm-eval built from the task config's ``metric_list`` for scoring,
+    so votes and scores normalise alike and nothing is hard-coded per task. Other metrics (or a
+    task with its own ``process_results``) fall back to raw text.
+    """
+    fns = getattr(task_obj, "_metric_fn_list", {}) or {}
+    kwargs = (getattr(task_obj, "_metric_fn_kwargs", {}) or {}).get(metric) or {}
+    fn = fns.get(metric)
+    if metric != "exact_match" or fn is None:
+        return _same_text
+
+    def same(x: Any, y: Any) -> bool:
+        if str(x) == str(y):
+            return True
+        return float(fn(references=[str(y)], predictions=[str(x)], **kwargs)[metric]) == 1.0
+
+    return same
+
+
+def _vote_classes(answers: list[Any], same: Same = _same_text) -> list[int]:
+    """Class label of each answer: the index of the first earlier answer it is the same as.
+
+    Each distinct raw text is compared once against the classes found so far (exact_match costs
+    ~20 us a call; labels are computed once per doc and reused for every k)."""
+    reps: list[int] = []  # index of each class's first answer
+    by_text: dict[str, int] = {}
+    labels: list[int] = []
+    for i, a in enumerate(answers):
+        text = str(a)
+        if text not in by_text:
+            by_text[text] = next((r for r in reps if same(a, answers[r])), i)
+            if by_text[text] == i:
+                reps.append(i)
+        labels.append(by_text[text])
+    return labels
+
+
+def _majority(answers: list[Any], same: Same = _same_text, labels: list[int] | None = None) -> Any:
+    """The majority answer (ties: the class seen first), returned as its earliest member."""
+    labels = _vote_classes(answers, same) if labels is None else labels[: len(answers)]
+    counts: dict[int, int] = {}
+    for c in labels:
+        counts[c] = counts.get(c, 0) + 1
     best = max(counts.values())
-    return next(a for a in answers if counts[str(a)] == best)
+    return answers[next(c for c in labels if counts[c] == best)]
 
 
 def sampling_metrics(
@@ -80,12 +139,14 @@ def sampling_metrics(
         cfg = configs[task]
         task_obj = ConfigurableTask(config=deepcopy(cfg))
         primary = (cfg.get("metric_list") or [{"metric": "acc"}])[0]["metric"]
+        same = answer_equivalence(task_obj, primary)
         for filt, ensemble in _extractors(cfg).items():
             suffix = "" if filt == "none" else f",{filt}"
             for s in samples:
                 responses = s.get("responses") or []
                 answers = _extract_all(ensemble, responses)
                 correct = [float(task_obj.process_results(s["doc"], [a])[primary]) for a in answers]
+                labels = _vote_classes(answers, same)
                 n, c = len(correct), int(sum(v >= 1.0 for v in correct))
                 s["extra"].setdefault("sampled_answers", {})[filt] = answers
                 s["metrics"][f"n_correct{suffix}"] = c
@@ -93,7 +154,7 @@ def sampling_metrics(
                     if k > n:
                         continue
                     pk = pass_at_k(n, c, k)
-                    maj = float(task_obj.process_results(s["doc"], [_majority(answers[:k])])[primary])
+                    maj = float(task_obj.process_results(s["doc"], [_majority(answers[:k], labels=labels)])[primary])
                     s["metrics"][f"pass@{k}{suffix}"] = pk
                     s["metrics"][f"maj@{k}{suffix}"] = maj
                     pooled.setdefault(f"pass@{k}{suffix}", []).append(pk)
