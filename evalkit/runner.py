@@ -111,6 +111,10 @@ def prepare(settings: EvalSettings) -> tuple[ModelSpec, FrozenSuite]:
 
         if not cuda_available():  # before a run is created: bad input leaves nothing behind
             raise EvalkitError(f"model '{spec.raw}': vLLM needs a CUDA GPU and none is visible on this machine")
+    if spec.kind == "openai":
+        from evalkit.models.lmeval_lm import check_endpoint
+
+        check_endpoint(spec)  # a dead server is one line here, before a run exists (no failed run left behind)
     if spec.kind in ("hub", "vllm") and spec.path and not os.path.isdir(spec.path):
         from evalkit.models.loader import resolve_hub
 
