@@ -112,3 +112,24 @@ def test_gate_ci_covers_the_true_pooled_difference():
     assert covered / reps >= 0.90, (covered / reps, covered_old / reps)
     assert covered_old / reps < 0.80, (covered / reps, covered_old / reps)
     assert elapsed < 30  # a few seconds on one core
+
+
+def test_power_plan_of_a_pooled_metric_plans_the_ratio_the_gate_tests():
+    """The plan's baseline mean is the pooled ratio (not the mean of per-prompt accuracies), and
+    its SE is the ratio estimator's linearised one (checked against the cluster bootstrap)."""
+    import numpy as np
+
+    from evalkit.analysis.paired import paired_ratio_bootstrap
+    from evalkit.analysis.power import power_row
+
+    rng = np.random.default_rng(0)
+    prompts = [[bool(x) for x in rng.random(int(rng.integers(1, 7))) < (0.4 if k % 3 else 0.9)] for k in range(300)]
+    pooled = sum(map(sum, prompts)) / sum(map(len, prompts))
+    per_prompt = float(np.mean([np.mean(p) for p in prompts]))
+    row = power_row("ifeval", prompts, "target", 0.05, rho=0.0)
+    assert row.baseline == pytest.approx(pooled) and abs(row.baseline - per_prompt) > 0.01 and not row.binary
+    # rho = 0: the paired sd is sqrt(2) x the one-sample sd; compare that one-sample SE with the
+    # spread of the pooled ratio under a cluster bootstrap (delta of a run against an empty-gain copy)
+    se_plan = row.sd_diff / np.sqrt(2) / np.sqrt(row.n)
+    _, _, _, lo, hi = paired_ratio_bootstrap([[0.0] * len(p) for p in prompts], prompts, iters=4000, seed=1)
+    assert se_plan == pytest.approx((hi - lo) / (2 * 1.96), rel=0.15)

@@ -16,7 +16,8 @@ is not known before round 0, so it is planned:
   right in exactly one model) the per-item difference is ±1 on a ``d`` fraction and 0 elsewhere,
   so its variance is ``d - delta² ≈ d`` and ``SE ≈ sqrt(d / n)``. Rule of thumb:
   ``MDE ≈ 2.8 * sqrt(d / n)``; e.g. ``d = 0.10, n = 270`` gives ≈ 5.4 points.
-* other per-item metrics (IFEval's instruction-level accuracy, a per-prompt mean): from the
+* other per-item metrics, and IFEval's pooled instruction-level accuracy (planned per prompt as
+  the gate tests it: the ratio estimator's linearised per-prompt values): from the
   baseline's per-item variance and a planned correlation ``rho`` between the two models' scores
   on the same item, ``sd_diff = sqrt(2 * var(x) * (1 - rho))`` (the variance of a difference of
   two equally variable, ``rho``-correlated scores). ``rho = 0.8`` by default: one fine-tuning
@@ -34,7 +35,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from evalkit.analysis.paired import is_binary, per_sample_value
+from evalkit.analysis.paired import cluster_items, is_binary, is_clustered, per_sample_value
 from evalkit.analysis.tax import DEFAULT_PRIMARY
 
 try:  # scipy's quantiles when present; the standard library's are exact enough otherwise
@@ -155,10 +156,23 @@ def power_row(
 ) -> PowerRow:
     """The plan for one entry from its baseline per-item values (dict or list, 0/1 or float)."""
     raw = _values(values)
-    xs = [float(per_sample_value(v)) for v in raw]  # type: ignore[arg-type]
+    clustered = is_clustered(raw)
+    if clustered:
+        # a pooled item-level metric (IFEval inst_level_*): plan the ratio estimator the gate tests.
+        # Linearised per prompt, e_i = (Σ items_i − R·size_i) / mean size, whose mean is 0 and whose
+        # variance / n is the ratio's variance; the planned paired change is then sized like any
+        # per-item metric's, from that variance and rho.
+        clusters = [c for c in (cluster_items(v) for v in raw) if c]
+        sizes = [len(c) for c in clusters]
+        ratio = sum(sum(c) for c in clusters) / sum(sizes) if clusters else float("nan")
+        mbar = sum(sizes) / len(sizes) if sizes else 1.0
+        resid = [(sum(c) - ratio * len(c)) / mbar for c in clusters]
+        xs = [ratio + e for e in resid]  # mean = ratio, variance = the linearised one
+    else:
+        xs = [float(per_sample_value(v)) for v in raw]  # type: ignore[arg-type]
     n = len(xs)
     mean = sum(xs) / n if n else float("nan")
-    binary = is_binary(raw)
+    binary = not clustered and is_binary(raw)
     z = _z(1 - alpha / 2)
     if binary:
         lo, hi = wilson_ci(sum(xs), n, z)
