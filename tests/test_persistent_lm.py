@@ -171,10 +171,10 @@ def test_one_labelled_bar_per_entry_that_moves_per_commit(store, capsys):
     advanced per committed chunk; lm-eval's unlabelled request-building bars are silenced."""
     import lm_eval.api.task as task_mod
 
-    from evalkit.engines.lmeval.progress import entry_bar, quiet_request_building
+    from evalkit.engines.lmeval.progress import EntryProgress, quiet_request_building
 
     s, rid = store
-    bar = entry_bar("gsm8k", True)
+    bar = EntryProgress("gsm8k", True)
     capsys.readouterr()
     assert capsys.readouterr().err == ""  # nothing drawn before the first requests
     plm = PersistentLM(ReportingLM(), s, rid, "gsm8k", progress=True, bar=bar)

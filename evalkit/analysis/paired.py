@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.analysis import calibration as calib
+from evalkit.analysis.stats import clustered_ratio
 from evalkit.errors import EvalkitError
 
 Key = tuple[str, int]
@@ -164,7 +165,7 @@ def paired_ratio_bootstrap(
         raise ValueError(f"paired_ratio_bootstrap: cluster lists differ in length ({len(a)} vs {len(b)})")
     sums_a, size_a = _cluster_sums(a)
     sums_b, size_b = _cluster_sums(b)
-    ra, rb = _ratio(sums_a, size_a), _ratio(sums_b, size_b)
+    ra, rb = clustered_ratio(a)[0], clustered_ratio(b)[0]
     delta = rb - ra
     n = len(a)
     if n < 2 or iters < 1:
@@ -181,12 +182,6 @@ def _cluster_sums(clusters: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.n
     """Per-cluster item sums and sizes (plain ``sum``: thousands of short lists, no numpy per list)."""
     return (np.array([float(sum(v)) for v in clusters], dtype=np.float64),
             np.array([float(len(v)) for v in clusters], dtype=np.float64))
-
-
-def _ratio(sums: np.ndarray, sizes: np.ndarray) -> float:
-    """Pooled mean ``Σ sums / Σ sizes``: the value of :func:`~evalkit.analysis.stats.clustered_ratio`."""
-    total = float(sizes.sum())
-    return float(sums.sum() / total) if total else float("nan")
 
 
 def ratio_contributions(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:

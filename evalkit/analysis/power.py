@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from evalkit.analysis.paired import cluster_items, is_binary, is_clustered, per_sample_value
+from evalkit.analysis.stats import clustered_ratio
 from evalkit.analysis.tax import DEFAULT_PRIMARY
 
 try:  # scipy's quantiles when present; the standard library's are exact enough otherwise
@@ -157,29 +158,26 @@ def power_row(
     """The plan for one entry from its baseline per-item values (dict or list, 0/1 or float)."""
     raw = _values(values)
     clustered = is_clustered(raw)
+    z = _z(1 - alpha / 2)
+    binary, successes = False, 0.0
     if clustered:
-        # a pooled item-level metric (IFEval inst_level_*): plan the ratio estimator the gate tests.
-        # Linearised per prompt, e_i = (Σ items_i − R·size_i) / mean size, whose mean is 0 and whose
-        # variance / n is the ratio's variance; the planned paired change is then sized like any
-        # per-item metric's, from that variance and rho.
-        clusters = [c for c in (cluster_items(v) for v in raw) if c]
-        sizes = [len(c) for c in clusters]
-        ratio = sum(sum(c) for c in clusters) / sum(sizes) if clusters else float("nan")
-        mbar = sum(sizes) / len(sizes) if sizes else 1.0
-        resid = [(sum(c) - ratio * len(c)) / mbar for c in clusters]
-        xs = [ratio + e for e in resid]  # mean = ratio, variance = the linearised one
+        # a pooled item-level metric (IFEval inst_level_*): plan the ratio estimator the gate tests,
+        # from its value and cluster-robust SE (per prompt); n * SE² is the per-prompt variance of
+        # the linearised ratio, sized into a paired change like any per-item metric's, with rho
+        mean, se, _ = clustered_ratio([c for c in (cluster_items(v) for v in raw) if c])
+        n = sum(1 for v in raw if cluster_items(v))
+        var = se * se * n if n > 1 else 0.0
     else:
         xs = [float(per_sample_value(v)) for v in raw]  # type: ignore[arg-type]
-    n = len(xs)
-    mean = sum(xs) / n if n else float("nan")
-    binary = not clustered and is_binary(raw)
-    z = _z(1 - alpha / 2)
+        n = len(xs)
+        mean = sum(xs) / n if n else float("nan")
+        binary, successes = is_binary(raw), sum(xs)
+        var = sum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else 0.0
     if binary:
-        lo, hi = wilson_ci(sum(xs), n, z)
+        lo, hi = wilson_ci(successes, n, z)
         sd = math.sqrt(discordance)
         disc, r = discordance, None
     else:
-        var = sum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else 0.0
         half = z * math.sqrt(var / n) if n else math.inf
         lo, hi = mean - half, mean + half
         sd = math.sqrt(2 * var * (1 - rho))

@@ -10,6 +10,7 @@ Two steps, kept apart on purpose:
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -81,28 +82,34 @@ def resolve_hub(spec: ModelSpec) -> ResolvedWeights:
     is created (``from_pretrained``'s retries took ~54 s to say the same).
     """
     assert spec.path
+    return _pin_hub(spec.raw, spec.path, spec.revision or "main")
+
+
+@functools.lru_cache(maxsize=None)
+def _pin_hub(raw: str, path: str, rev: str) -> ResolvedWeights:
+    """Once per process: ``prepare`` pins early (to fail fast) and the runner resolves again for
+    the identity; the second call must neither ask the hub twice nor see another commit."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    rev = spec.revision or "main"
     try:
-        folder = snapshot_download(spec.path, revision=rev, local_files_only=True)
-        return ResolvedWeights(folder, f"hub:{spec.path}@{os.path.basename(folder)}", revision=None)
+        folder = snapshot_download(path, revision=rev, local_files_only=True)
+        return ResolvedWeights(folder, f"hub:{path}@{os.path.basename(folder)}", revision=None)
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
     why = hub_unreachable()
     if why:
         raise EvalkitError(
-            f"model '{spec.raw}': not in the local Hugging Face cache and the hub cannot be reached ({why}); "
+            f"model '{raw}': not in the local Hugging Face cache and the hub cannot be reached ({why}); "
             "download it first (huggingface-cli download) or pass a local folder"
         )
     from huggingface_hub import HfApi
 
     try:
-        commit = HfApi().model_info(spec.path, revision=rev, timeout=10).sha
+        commit = HfApi().model_info(path, revision=rev, timeout=10).sha
     except Exception as exc:  # repository missing, gated, revision unknown: one line from the hub's answer
-        raise EvalkitError(f"model '{spec.raw}': the hub does not serve it ({str(exc).splitlines()[0]})") from exc
-    return ResolvedWeights(spec.path, f"hub:{spec.path}@{commit}", revision=commit)
+        raise EvalkitError(f"model '{raw}': the hub does not serve it ({str(exc).splitlines()[0]})") from exc
+    return ResolvedWeights(path, f"hub:{path}@{commit}", revision=commit)
 
 
 def hub_unreachable(timeout_s: float = 3.0) -> str | None:

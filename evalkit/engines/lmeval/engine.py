@@ -64,13 +64,13 @@ class LmEvalEngine:
 
         from evalkit.engines.lmeval.persistent import PersistentLM
         from evalkit.engines.lmeval.determinism import seeded_langdetect
-        from evalkit.engines.lmeval.progress import entry_bar, quiet_request_building
+        from evalkit.engines.lmeval.progress import EntryProgress, quiet_request_building
         from evalkit.engines.lmeval.results import metric_rows, sample_rows
 
         entry = frozen.entry
         ctx.store.start_entry(ctx.run_id, entry.name, {"entry": asdict(entry), "limit": frozen.limit,
                                                         "part": ctx.part if frozen.split else "all"})
-        bar = entry_bar(entry.name, ctx.progress)
+        bar = EntryProgress(entry.name, ctx.progress)
         wrapped = PersistentLM(model.lmeval, ctx.store, ctx.run_id, entry.name, progress=ctx.progress, bar=bar)
         chat = entry.apply_chat_template
         # a split entry run for confirmation evaluates exactly its confirmation half (lm-eval's

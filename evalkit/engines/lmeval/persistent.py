@@ -26,7 +26,7 @@ the same prompt) stay distinct samples rather than one cached answer.
 
 ``EVALKIT_REQUEST_CHUNK`` (``N``, or ``loglikelihood=N,generate_until=N``) sets the call size:
 smaller for very slow models or tests, larger for benchmarks. ``commit_seconds`` records the
-price of fine-grained commits (``bench/chunk_overhead.py`` measures it against a full run).
+price of fine-grained commits (the engine stores it with each entry as ``commit_s``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why: lm-eval draws an unlabelled bar per task while it builds requests (57 for MMLU), each
 jumping from 0 to 100% in a blink, and the model wrapper drew one more per request type. A user
 wants one line per entry that says what runs, how much is done, how fast and how long is left,
-and that moves only when work is safe in the store. :func:`entry_bar` is that bar (its total
+and that moves only when work is safe in the store. :class:`EntryProgress` is that bar (its total
 grows as the entry's request types arrive; :class:`PersistentLM` advances it per committed
 chunk); :func:`quiet_request_building` silences lm-eval's request-building bars for the call.
 """
@@ -53,10 +53,6 @@ class EntryProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def entry_bar(entry: str, enabled: bool = True) -> EntryProgress:
-    return EntryProgress(entry, enabled)
 
 
 @contextlib.contextmanager
