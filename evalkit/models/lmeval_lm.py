@@ -177,7 +177,8 @@ def _openai_lm_class() -> type:
 
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
             chat = [i for i, r in enumerate(requests) if isinstance(r.args[0], (ChatMessages, JsonChatStr))]
-            plain = [i for i in range(len(requests)) if i not in set(chat)]
+            chat_set = set(chat)
+            plain = [i for i in range(len(requests)) if i not in chat_set]
             out: list[Any] = [None] * len(requests)
             if plain:
                 with _server_errors(self.spec_raw, self.base_url):
