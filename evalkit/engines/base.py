@@ -1,36 +1,27 @@
-"""What an engine is, and the lazily loaded model every engine in a run shares.
+"""What an engine is and what it is handed: the frozen entry, the run's model, the run context.
 
 An engine turns one suite entry into (1) a frozen, hashable resolved config — before any model
-is loaded, so bad input fails fast — and (2) samples + metrics in the store. Engines register
-by name (``engine:`` in a suite entry); the runner knows nothing engine-specific.
+is loaded, so bad input fails fast — and (2) samples + metrics in the store. Engines are found
+by name (``engine:`` in a suite entry) through :data:`evalkit.registry.ENGINES`, which imports
+an engine's module only when it is used; the runner knows nothing engine-specific. Adding an
+engine: write a module with an object that has ``name``, ``freeze`` and ``run`` (the
+:class:`Engine` protocol) and add its ``"module:attr"`` to the registry (or declare an
+``evalkit.engines`` entry point from another package). The model an engine receives is a
+:class:`evalkit.models.handle.ModelHandle` (device, dtype and backend already resolved).
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from evalkit.errors import EvalkitError
-from evalkit.models.loader import LoadedModel, ResolvedWeights
-from evalkit.models.spec import ModelSpec
+from evalkit.models.handle import ModelHandle
+from evalkit.registry import ENGINES
 from evalkit.store import RunStore
 from evalkit.suite.config import SuiteEntry
+from evalkit.suite.freeze import FrozenEntry
 
-
-@dataclass
-class FrozenEntry:
-    """An entry resolved against data and engine: exactly what will run."""
-
-    entry: SuiteEntry
-    limit: int | None
-    configs: dict[str, Any]  # engine-specific, e.g. lm-eval task name -> full task config
-    canonical: dict[str, Any]  # machine-independent form of ``configs`` (hashed)
-    files: dict[str, str] = field(default_factory=dict)  # data path -> sha256
-    source: str = "local"  # "local" or "hub"
-    note: str = ""
-    split: dict[str, dict[str, list[int]]] | None = None  # task -> {"select": doc ids, "confirm": doc ids}
+__all__ = ["Engine", "FrozenEntry", "ModelHandle", "RunContext", "engine_names", "get_engine", "register_engine"]
 
 
 @dataclass(frozen=True)
@@ -42,32 +33,6 @@ class RunContext:
     part: str = "all"  # "confirm": split entries run their confirmation half only (evalkit.suite.split)
 
 
-class ModelHandle:
-    """One model per run, loaded on first use and shared by every engine that needs it."""
-
-    def __init__(self, spec: ModelSpec, weights: ResolvedWeights, *, dtype: str, device: str, batch_size: int) -> None:
-        self.spec = spec
-        self.weights = weights
-        self.dtype = dtype
-        self.device = device
-        self.batch_size = batch_size
-
-    @functools.cached_property
-    def hf(self) -> LoadedModel:
-        from evalkit.models.loader import load_causal_lm
-
-        return load_causal_lm(self.spec, dtype=self.dtype, device=self.device, weights=self.weights)
-
-    @functools.cached_property
-    def lmeval(self) -> Any:
-        from evalkit.models.lmeval_lm import build_lm
-
-        loaded = None if self.spec.kind in ("openai", "vllm") else self.hf
-        backend = os.environ.get("EVALKIT_LM_BACKEND", "fast")  # "hf": lm-eval's stock scheduler
-        return build_lm(self.spec, loaded=loaded, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
-                        backend=backend)
-
-
 class Engine(Protocol):
     name: str
 
@@ -76,34 +41,15 @@ class Engine(Protocol):
     def run(self, frozen: FrozenEntry, model: ModelHandle, ctx: RunContext) -> None: ...
 
 
-_ENGINES: dict[str, Engine] = {}
-
-
 def register_engine(engine: Engine) -> Engine:
-    _ENGINES[engine.name] = engine
-    return engine
+    """Register an engine object directly (plugins usually declare an ``evalkit.engines`` entry point)."""
+    return ENGINES.register(engine.name, engine)
 
 
 def get_engine(name: str) -> Engine:
-    _load_builtin()
-    if name not in _ENGINES:
-        raise EvalkitError(f"engine '{name}': unknown (known: {', '.join(sorted(_ENGINES))})")
-    return _ENGINES[name]
+    """The engine for a suite entry's ``engine:`` name, imported on first use."""
+    return ENGINES.get(name)
 
 
 def engine_names() -> list[str]:
-    _load_builtin()
-    return sorted(_ENGINES)
-
-
-def _load_builtin() -> None:
-    import evalkit.engines.lmeval.engine  # noqa: F401  (registers "lm-eval")
-
-    try:
-        import evalkit.engines.inspect.engine  # noqa: F401  (registers "inspect")
-    except ImportError:
-        pass
-    try:
-        import evalkit.engines.judge_engine  # noqa: F401  (registers "judge")
-    except ImportError:
-        pass
+    return ENGINES.names()

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from evalkit.errors import EvalkitError
+from evalkit.registry import ENGINES
 
 SUITES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "suites")
 
@@ -157,10 +158,8 @@ def _parse_entry(path: str, raw: Any, node: yaml.Node) -> SuiteEntry:
         if not raw.get(required):
             raise EvalkitError(f"suite {path}:{line}: entry is missing '{required}'")
     engine = raw.get("engine") or "lm-eval"
-    from evalkit.engines.base import engine_names
-
-    if engine not in engine_names():
-        raise EvalkitError(f"suite {path}:{key_lines.get('engine', line)}: unknown engine '{engine}' (known: {', '.join(engine_names())})")
+    if engine not in ENGINES:  # names only: no engine is imported to validate a suite
+        raise EvalkitError(f"suite {path}:{key_lines.get('engine', line)}: unknown engine '{engine}' (known: {', '.join(ENGINES.names())})")
     for key in ("limit", "samples"):
         if raw.get(key) is not None and raw[key] <= 0:
             raise EvalkitError(f"suite {path}:{key_lines.get(key, line)}: '{key}' must be positive")

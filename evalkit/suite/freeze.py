@@ -13,14 +13,28 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from evalkit.engines.base import FrozenEntry, get_engine
 from evalkit.env import is_offline
 from evalkit.errors import EvalkitError
-from evalkit.suite.config import Suite
+from evalkit.registry import ENGINES
+from evalkit.suite.config import Suite, SuiteEntry
+
+
+@dataclass
+class FrozenEntry:
+    """An entry resolved against data and engine: exactly what will run."""
+
+    entry: SuiteEntry
+    limit: int | None
+    configs: dict[str, Any]  # engine-specific, e.g. lm-eval task name -> full task config
+    canonical: dict[str, Any]  # machine-independent form of ``configs`` (hashed)
+    files: dict[str, str] = field(default_factory=dict)  # data path -> sha256
+    source: str = "local"  # "local" or "hub"
+    note: str = ""
+    split: dict[str, dict[str, list[int]]] | None = None  # task -> {"select": doc ids, "confirm": doc ids}
 
 
 @dataclass
@@ -69,7 +83,7 @@ def freeze(suite: Suite, data_dir: str | None, limit: int | None = None) -> Froz
     frozen: list[FrozenEntry] = []
     for entry in suite.entries:
         try:
-            engine = get_engine(entry.engine)
+            engine = ENGINES.get(entry.engine)
             frozen.append(engine.freeze(entry, data_dir, suite_dir, limit if limit is not None else entry.limit))
         except EvalkitError as exc:
             raise EvalkitError(f"suite {suite.path}:{entry.line}: entry '{entry.name}': {exc}") from exc
