@@ -30,7 +30,8 @@ from evalkit import __version__
 from evalkit.data.punkt import ensure_punkt
 from evalkit.env import set_offline
 from evalkit.errors import EvalkitError
-from evalkit.engines.base import ModelHandle, RunContext, get_engine
+from evalkit.engines.base import RunContext, get_engine
+from evalkit.models.handle import get_model
 from evalkit.models.spec import ModelSpec, parse_model
 from evalkit.store import RunStore
 from evalkit.suite.config import load_suite
@@ -139,15 +140,13 @@ def run_suite(settings: EvalSettings, store: RunStore, say: Callable[[str], None
     started = time.time()
     _quiet_libraries()
     spec, frozen = prepare(settings)
-    from evalkit.models.hardware import resolve_device, resolve_dtype
-    from evalkit.models.loader import resolve_weights
-
-    device = "remote" if spec.kind == "openai" else "cuda" if spec.kind == "vllm" else resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device) if device != "remote" else "remote"
-    weights = resolve_weights(spec)
-    lm_backend = os.environ.get("EVALKIT_LM_BACKEND", "fast")  # cached answers of two schedulers never mix
-    fields = run_identity(spec, weights.weights_hash, device=device, dtype=dtype, batch_size=settings.batch_size,
-                          lm_backend=lm_backend, suite_hash=frozen.suite_hash, part=settings.part)
+    model = get_model(spec, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size)
+    # device, dtype and backend are resolved once, in the handle; the backend is part of the identity
+    # because cached answers of two schedulers never mix
+    device, dtype, lm_backend = model.device, model.dtype, model.backend
+    fields = run_identity(spec, model.weights.weights_hash, device=device, dtype=dtype,
+                          batch_size=settings.batch_size, lm_backend=lm_backend, suite_hash=frozen.suite_hash,
+                          part=settings.part)
     identity = identity_hash(fields)
     run_settings = {"limit": settings.limit, "dtype": dtype, "device": device, "batch_size": settings.batch_size,
                     "data_dir": settings.data_dir, "lm_backend": lm_backend, "part": settings.part,
@@ -169,12 +168,11 @@ def run_suite(settings: EvalSettings, store: RunStore, say: Callable[[str], None
                     "starting a new run")
                 break
         run_id = store.create_run(
-            identity=identity, model_spec=spec.raw, model_hash=weights.weights_hash, suite_name=frozen.suite.name,
+            identity=identity, model_spec=spec.raw, model_hash=model.weights.weights_hash, suite_name=frozen.suite.name,
             suite_hash=frozen.suite_hash, suite=frozen.canonical(), settings=run_settings, versions=library_versions(),
         )
     notes: dict[str, str] = {}
     timings: dict[str, float] = {}
-    model = ModelHandle(spec, weights, dtype=settings.dtype, device=settings.device, batch_size=settings.batch_size)
     ctx = RunContext(store=store, run_id=run_id, batch_size=settings.batch_size, progress=settings.progress,
                      part=settings.part)
     try:

@@ -216,22 +216,9 @@ def test_killed_run_resumes_from_the_generate_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_loaded() -> LoadedModel:
     """A random 2-layer Llama over a character vocabulary: real transformers generation in ms."""
-    import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from tests.tiny_llama import tiny_llama
 
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
-    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
-    raw.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=1)
-    model = LlamaForCausalLM(cfg).eval()
+    model, tok = tiny_llama()
     spec = ModelSpec(raw="tiny", kind="hf_dir", path="/tiny")
     return LoadedModel(spec=spec, weights=ResolvedWeights("/tiny", "sha256:tiny"), model=model, tokenizer=tok,
                        dtype="float32", device="cpu")
@@ -305,6 +292,32 @@ def test_model_api_batches_concurrent_requests(tiny_loaded):
     assert [o.completion for o in outs] == [o.completion for o in again]  # reproducible given the seed
     prompt, templated = model.api.render([__import__("inspect_ai.model", fromlist=["x"]).ChatMessageUser(content="hi")])
     assert templated and prompt == "user: hi\nassistant:"
+
+
+def test_model_api_outside_a_run_loads_through_a_model_handle(tiny_loaded, tmp_path, monkeypatch):
+    """``get_model("evalkit/<MODEL>")`` (inspect's entry point, no evalkit run): a model handle
+    decides device and dtype and loads once per weights hash; a second model reuses the load."""
+    from inspect_ai.model import get_model
+
+    from evalkit.engines.inspect import model_api
+    from evalkit.models import handle as H
+
+    folder = tmp_path / "tiny"
+    tiny_loaded.model.save_pretrained(str(folder))
+    tiny_loaded.tokenizer.save_pretrained(str(folder))
+    asked: list = []
+    real = H.get_model
+    monkeypatch.setattr(H, "get_model", lambda m, **kw: asked.append(kw) or real(m, **kw))
+    first = get_model(f"evalkit/{folder}", device="cpu", dtype="bf16", batch_size=2, memoize=False)
+    loaded = first.api.loaded
+    assert asked == [{"device": "cpu", "dtype": "bf16"}]
+    assert (loaded.device, loaded.dtype) == ("cpu", "bfloat16")
+    assert str(next(loaded.model.parameters()).dtype) == "torch.bfloat16"
+    assert loaded.weights.weights_hash == real(str(folder), device="cpu").weights.weights_hash
+    again = get_model(f"evalkit/{folder}", device="cpu", dtype="bf16", memoize=False)
+    assert again.api.loaded is loaded  # one load per process and weights
+    with pytest.raises(EvalkitError, match="served"):
+        model_api._load("openai:http://127.0.0.1:1/v1#m", "auto", "auto")
 
 
 def test_served_specs_map_to_inspect_providers(monkeypatch):

@@ -222,6 +222,34 @@ def test_baselines_generated_by_the_baseline_model_when_rows_have_none(tmp_path,
     assert [samples[p]["metrics"]["win"] for p in ("p1", "p2", "p3")] == [1.0, 1.0, 0.0]
 
 
+def test_baseline_model_comes_from_a_handle_on_the_run_models_device_and_dtype(monkeypatch):
+    from types import SimpleNamespace
+
+    from evalkit.models import handle as H
+
+    asked: list = []
+
+    def fake_get_model(model, **kw):
+        asked.append((model.raw, kw))
+        return SimpleNamespace(hf=SimpleNamespace(model="baseline", tokenizer=None))
+
+    monkeypatch.setattr(H, "get_model", fake_get_model)
+    run_model = FakeHandle()
+    run_model.dtype, run_model.device = "bfloat16", "cuda:1"
+    assert JE.JudgeEngine._baseline_model("smollm2-135m", run_model) is run_model.hf  # the run's own: reused
+    assert asked == []
+    assert JE.JudgeEngine._baseline_model("some-org/baseline-model", run_model).model == "baseline"
+    assert asked == [("some-org/baseline-model", {"device": "cuda:1", "dtype": "bfloat16"})]
+    with pytest.raises(EvalkitError, match="no baseline model"):
+        JE.JudgeEngine._baseline_model(None, run_model)
+
+
+def test_generate_greedy_lives_in_the_model_layer():
+    from evalkit.models import generate
+
+    assert JE.generate_greedy is generate.generate_greedy
+
+
 # ------------------------------------------------------------------------------- real model
 @pytest.mark.slow
 def test_run_suite_with_the_embedded_model_as_model_and_judge(tmp_path):

@@ -305,6 +305,27 @@ def test_missing_file_and_bad_arguments(tmp_path, store):
         load_judge("not a model !")
 
 
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_local_judge_identity_unchanged_for_auto_and_the_resolved_dtype(monkeypatch, fast_bf16):
+    """The local judge's device/dtype come from one model handle; its identity (part of every
+    cached judgment's key) is still ``weights hash|resolved dtype``, the same for "auto" and for
+    the dtype "auto" resolves to, so judgments cached before still match. Nothing is loaded."""
+    from evalkit.models import hardware
+    from evalkit.models.loader import resolve_weights
+    from evalkit.models.spec import parse_model
+
+    monkeypatch.delenv("EVALKIT_FORCE_BF16", raising=False)
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: fast_bf16)
+    resolved = "bfloat16" if fast_bf16 else "float32"
+    before = f"{resolve_weights(parse_model('smollm2-135m')).weights_hash}|{resolved}"  # how identity was formed
+    auto = load_judge("smollm2-135m", device="cpu")
+    explicit = load_judge("smollm2-135m", device="cpu", dtype=resolved)
+    alias = load_judge("smollm2-135m", device="cpu", dtype={"bfloat16": "bf16", "float32": "fp32"}[resolved])
+    assert auto.identity == explicit.identity == alias.identity == before
+    assert (auto.dtype, auto.device) == (auto.handle.dtype, auto.handle.device) == (resolved, "cpu")
+    assert auto.weights == auto.handle.weights and auto._loaded is None and "hf" not in vars(auto.handle)
+
+
 # ------------------------------------------------------------- HTTP judge (stub)
 class _StubHandler(BaseHTTPRequestHandler):
     """/v1/chat/completions: answers for the answer containing 'GOOD' in the requested style."""

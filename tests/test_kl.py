@@ -17,6 +17,7 @@ import torch
 
 from evalkit.analysis import kl as K
 from evalkit.errors import EvalkitError
+from evalkit.models import generate as G
 from evalkit.store import RunStore
 from evalkit.store.analyses import get_kl, list_kl, save_kl
 
@@ -46,7 +47,7 @@ def test_kl_estimates_handle_zero_probability_and_refuse_vocab_mismatch():
 
 
 def test_summarize_means_are_per_token_overall_and_per_prompt():
-    comps = [K.Completion("a", [1], [5, 6], "x"), K.Completion("b", [1], [7], "y")]
+    comps = [G.Completion("a", [1], [5, 6], "x"), G.Completion("b", [1], [7], "y")]
     stats = [K.TokenKL(np.array([0.1, 0.3]), np.array([0.2, 0.0]), np.array([0.0, 0.0])),
              K.TokenKL(np.array([0.5]), np.array([-0.1]), np.array([0.0]))]
     res = K.summarize(comps, stats, policy="p", ref="r")
@@ -56,7 +57,7 @@ def test_summarize_means_are_per_token_overall_and_per_prompt():
 
 
 def test_kl_results_round_trip_through_the_store(tmp_path):
-    comps = [K.Completion("a", [1], [5], "x")]
+    comps = [G.Completion("a", [1], [5], "x")]
     res = K.summarize(comps, [K.TokenKL(np.array([0.25]), np.array([0.1]), np.array([0.01]))], policy="pol", ref="ref",
                       policy_hash="sha256:p", ref_hash="sha256:r", method="adapter", settings={"seed": 0})
     store = RunStore(str(tmp_path / "s.sqlite"))
@@ -116,13 +117,75 @@ def test_tokenizer_mismatch_is_refused():
         K.check_same_tokenizer(a, _FakeTok({"a": 0, "b": 1}, split=","))
 
 
+# ------------------------------------------------- fast: models come from the handle
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> str:
+    """A random 2-layer Llama over a character vocabulary, saved as a model folder (loads in ms)."""
+    from tests.tiny_llama import tiny_llama
+
+    model, tok = tiny_llama()
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_kl_divergence_records_the_handles_resolved_settings(tiny_folder, monkeypatch):
+    """Both models come from get_model; what KL records is what the policy's handle resolved."""
+    from evalkit.models import handle as H
+
+    made: list = []
+    real = H.get_model
+
+    def spy(model, **kw):
+        h = real(model, **kw)
+        made.append((kw.get("device"), kw.get("dtype"), h.device, h.dtype))
+        return h
+
+    monkeypatch.setattr(H, "get_model", spy)
+    res = K.kl_divergence(tiny_folder, tiny_folder, PROMPTS[:2], max_new_tokens=4, device="cpu", dtype="bfloat16")
+    assert res.method == "identical" and res.settings["dtype"] == "bfloat16" and res.settings["device"] == "cpu"
+    assert made[0] == ("cpu", "bfloat16", "cpu", "bfloat16")
+    assert all(m[2:] == ("cpu", "bfloat16") for m in made)  # the reference runs as the policy does
+    assert res.n_tokens > 0 and abs(res.mean_kl) < 1e-6
+    # an alias and "auto" are recorded resolved, never as typed
+    assert K.kl_divergence(tiny_folder, tiny_folder, PROMPTS[:1], max_new_tokens=2, device="cpu",
+                           dtype="bf16").settings["dtype"] == "bfloat16"
+    auto = K.kl_divergence(tiny_folder, tiny_folder, PROMPTS[:1], max_new_tokens=2, device="cpu", dtype="auto")
+    assert auto.settings["dtype"] == real(tiny_folder, device="cpu", dtype="auto").dtype
+    # the default stays float32 (bf16 logits are noisier than a small adapter's KL)
+    assert K.kl_divergence(tiny_folder, tiny_folder, PROMPTS[:1], max_new_tokens=2,
+                           device="cpu").settings["dtype"] == "float32"
+
+
+def test_sampling_moved_to_the_model_layer_unchanged(tiny_folder):
+    """KL re-exports the model layer's sampler; seeds and batches decide the tokens."""
+    from evalkit.models.handle import get_model
+
+    assert K.sample_completions is G.sample_completions and K.Completion is G.Completion
+    lm = get_model(tiny_folder, device="cpu", dtype="float32").hf
+    a = G.sample_completions(lm.model, lm.tokenizer, PROMPTS, 6, seed=3, batch_size=2)
+    b = G.sample_completions(lm.model, lm.tokenizer, PROMPTS, 6, seed=3, batch_size=2)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b] and [c.prompt for c in a] == PROMPTS
+    assert all(1 <= len(c.token_ids) <= 6 for c in a)
+    assert a[0].prompt_ids == G.encode_prompts(lm.tokenizer, PROMPTS[:1])[0]
+    ids, mask, pos = G.left_pad([[5, 6, 7], [8]], 0, "cpu")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert G.eos_ids(lm.model, lm.tokenizer) == {1} and G.pad_id(lm.tokenizer) == 0
+    assert [(i, list(c)) for i, c in G.chunks([1, 2, 3], 2)] == [(0, [1, 2]), (1, [3])]
+    greedy = G.generate_greedy(lm.model, lm.tokenizer, PROMPTS, max_new_tokens=5, batch_size=2)
+    assert len(greedy) == len(PROMPTS) and all(len(t) <= 5 for t in greedy)  # one char per token
+    assert greedy == G.generate_greedy(lm.model, lm.tokenizer, PROMPTS, max_new_tokens=5, batch_size=2)
+    assert not lm.model.training
+
+
 # ------------------------------------------------------------- slow: the real model
 @pytest.fixture(scope="module")
 def reference():
-    from evalkit.models.loader import load_causal_lm
-    from evalkit.models.spec import parse_model
+    from evalkit.models.handle import get_model
 
-    return load_causal_lm(parse_model("smollm2-135m"), dtype="float32", device="cpu")
+    return get_model("smollm2-135m", device="cpu", dtype="float32").hf
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +193,9 @@ def trained_adapter(tmp_path_factory):
     """A LoRA (r=8, q_proj/v_proj) nudged by 4 Adam steps on two sentences, saved to disk."""
     from peft import LoraConfig, get_peft_model
 
-    from evalkit.models.loader import load_causal_lm
-    from evalkit.models.spec import parse_model
+    from evalkit.models.handle import get_model
 
-    base = load_causal_lm(parse_model("smollm2-135m"), dtype="float32", device="cpu")
+    base = get_model("smollm2-135m", device="cpu", dtype="float32").hf
     torch.manual_seed(0)
     model = get_peft_model(base.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
     tok = base.tokenizer
@@ -154,7 +216,7 @@ def trained_adapter(tmp_path_factory):
 
 @pytest.mark.slow
 def test_kl_of_embedded_model_to_itself_is_zero(reference):
-    comps = K.sample_completions(reference.model, reference.tokenizer, PROMPTS, NEW_TOKENS, seed=0)
+    comps = G.sample_completions(reference.model, reference.tokenizer, PROMPTS, NEW_TOKENS, seed=0)
     assert all(1 <= len(c.token_ids) <= NEW_TOKENS for c in comps)
     stats = K.score_kl(reference.model, comps, ref_model=reference.model)
     for s in stats:
@@ -166,20 +228,19 @@ def test_kl_of_embedded_model_to_itself_is_zero(reference):
 
 @pytest.mark.slow
 def test_sampling_is_seeded(reference):
-    a = K.sample_completions(reference.model, reference.tokenizer, PROMPTS[:2], 6, seed=3)
-    b = K.sample_completions(reference.model, reference.tokenizer, PROMPTS[:2], 6, seed=3)
+    a = G.sample_completions(reference.model, reference.tokenizer, PROMPTS[:2], 6, seed=3)
+    b = G.sample_completions(reference.model, reference.tokenizer, PROMPTS[:2], 6, seed=3)
     assert [c.token_ids for c in a] == [c.token_ids for c in b]
 
 
 @pytest.mark.slow
 def test_lora_adapter_kl_positive_and_fast_path_matches_two_models(reference, trained_adapter):
-    from evalkit.models.loader import load_causal_lm
-    from evalkit.models.spec import parse_model
+    from evalkit.models.handle import get_model
 
     policy, tok, folder = trained_adapter
-    comps = K.sample_completions(policy, tok, PROMPTS, NEW_TOKENS, seed=0)
+    comps = G.sample_completions(policy, tok, PROMPTS, NEW_TOKENS, seed=0)
     fast = K.score_kl(policy, comps)  # one model: adapter on vs disable_adapter()
-    merged = load_causal_lm(parse_model(folder), dtype="float32", device="cpu", merge_adapter=True)
+    merged = get_model(folder, device="cpu", dtype="float32").hf  # adapter merged
     general = K.score_kl(merged.model, comps, ref_model=reference.model)  # two models
     for f, g in zip(fast, general):
         assert f.kl.mean() > 0 and f.k3.mean() > 0
@@ -199,11 +260,10 @@ def test_lora_adapter_kl_positive_and_fast_path_matches_two_models(reference, tr
 @pytest.mark.slow
 def test_two_model_path_end_to_end(trained_adapter):
     """Policy = the base folder, reference = the adapter: not an adapter-on-its-base pair, so two models."""
-    from evalkit.models.loader import resolve_weights
-    from evalkit.models.spec import parse_model
+    from evalkit.models.handle import get_model
 
     _, _, folder = trained_adapter
-    base_folder = resolve_weights(parse_model("smollm2-135m")).source
-    res = K.kl_divergence(base_folder, folder, PROMPTS[:2], max_new_tokens=8, seed=0)
+    base = get_model("smollm2-135m", device="cpu", dtype="float32").weights
+    res = K.kl_divergence(base.source, folder, PROMPTS[:2], max_new_tokens=8, seed=0)
     assert res.method == "two-models" and res.mean_kl > 0 and res.n_prompts == 2
-    assert res.policy_hash == resolve_weights(parse_model("smollm2-135m")).weights_hash
+    assert res.policy_hash == base.weights_hash

@@ -8,9 +8,10 @@ the mean over generated positions of KL(pi(.|prefix) || ref(.|prefix)).
 How: sampling and scoring are separate steps so the same tokens can be scored by any pair of
 models (that is how the adapter fast path is checked against the two-model path):
 
-1. :func:`sample_completions` draws completions from the policy (temperature 1, no top-k/top-p,
-   seeded per batch) with a small cache-using sampling loop, so nothing in a model's
-   ``generation_config`` silently truncates the distribution the estimators assume.
+1. :func:`~evalkit.models.generate.sample_completions` (in the model layer, re-exported here)
+   draws completions from the policy (temperature 1, no top-k/top-p, seeded per batch) with a
+   small cache-using sampling loop, so nothing in a model's ``generation_config`` silently
+   truncates the distribution the estimators assume.
 2. :func:`score_kl` scores prompt + completion under both models in one forward pass each and
    reports, per completion token, the exact full-vocabulary KL ``sum_v p (log p - log q)``
    (float32 log-softmax of the logits) and the two single-sample estimators used in RL
@@ -29,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,20 +38,28 @@ import numpy as np
 
 from evalkit.analysis.stats import clustered_ratio
 from evalkit.errors import EvalkitError
+from evalkit.models.generate import Completion, chunks, left_pad, model_device, pad_id, sample_completions
+
+__all__ = [
+    "Completion",  # re-exported from evalkit.models.generate (KL's sampled tokens)
+    "KLResult",
+    "PromptKL",
+    "TokenKL",
+    "check_same_tokenizer",
+    "completion_logprobs",
+    "kl_divergence",
+    "kl_estimates",
+    "load_prompts",
+    "sample_completions",  # re-exported from evalkit.models.generate
+    "score_kl",
+    "summarize",
+]
 
 PROMPT_FIELDS = ("prompt", "question", "instruction")
 PROBE = "The quick brown fox, 12345 <tags> & ünïcödé — \n\tdone."
 
 
 # --------------------------------------------------------------------------- results
-@dataclass
-class Completion:
-    prompt: str
-    prompt_ids: list[int]
-    token_ids: list[int]
-    text: str = ""
-
-
 @dataclass
 class TokenKL:
     """Per completion token: exact KL, k1 and k3 (float64 arrays of equal length)."""
@@ -135,22 +144,6 @@ def _jsonl_prompt(path: str, lineno: int, line: str) -> str:
     raise EvalkitError(f"{path}:{lineno}: no non-empty string field {'/'.join(PROMPT_FIELDS)}")
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], chat_template: bool = True) -> list[list[int]]:
-    """Token ids per prompt; a user turn in the chat template when the tokenizer has one."""
-    use_chat = chat_template and bool(getattr(tokenizer, "chat_template", None))
-    out = []
-    for i, p in enumerate(prompts):
-        if use_chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        else:
-            ids = list(tokenizer(p)["input_ids"])
-        if not ids:
-            raise EvalkitError(f"prompt {i + 1}: encodes to no tokens")
-        out.append(ids)
-    return out
-
-
 def check_same_tokenizer(tok_a: Any, tok_b: Any, name_a: str = "policy", name_b: str = "ref") -> None:
     """Refuse two models whose token ids do not mean the same text (KL would compare nonsense)."""
     va, vb = tok_a.get_vocab(), tok_b.get_vocab()
@@ -163,103 +156,6 @@ def check_same_tokenizer(tok_a: Any, tok_b: Any, name_a: str = "policy", name_b:
         raise EvalkitError(f"KL: '{name_a}' and '{name_b}' tokenize the same text differently; KL needs one tokenizer")
 
 
-# -------------------------------------------------------------------------- sampling
-def _device(model: Any) -> Any:
-    return next(model.parameters()).device
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(src, int):
-            ids.add(src)
-        elif isinstance(src, (list, tuple)):
-            ids.update(int(x) for x in src)
-    return ids
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if tid is not None:
-            return int(tid)
-    return 0
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]]]:
-    for b, start in enumerate(range(0, len(items), size)):
-        yield b, items[start : start + size]
-
-
-def _left_pad(seqs: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[Any, Any, Any]:
-    """input_ids, attention_mask and position_ids for a left-padded batch."""
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, width - len(s) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), pos.to(device)
-
-
-def sample_completions(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    max_new_tokens: int = 48,
-    seed: int = 0,
-    batch_size: int = 8,
-    chat_template: bool = True,
-) -> list[Completion]:
-    """Sample one completion per prompt from ``model`` at temperature 1 over the full vocabulary.
-
-    Batch ``b`` uses a generator seeded with ``seed + b``: the same prompts, seed and batch size
-    give the same tokens. A completion ends after an EOS token (kept) or ``max_new_tokens``.
-    """
-    import torch
-
-    if max_new_tokens < 1:
-        raise EvalkitError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
-    prompt_ids = encode_prompts(tokenizer, prompts, chat_template)
-    eos, pad, dev = _eos_ids(model, tokenizer), _pad_id(tokenizer), _device(model)
-    out: list[Completion] = []
-    with torch.inference_mode():
-        for b, batch in _chunks(prompt_ids, max(1, batch_size)):
-            gen = torch.Generator(device=dev).manual_seed(seed + b)
-            tokens = _sample_batch(model, batch, max_new_tokens, eos, pad, gen)
-            start = b * max(1, batch_size)
-            for i, (ids, toks) in enumerate(zip(batch, tokens)):
-                text = tokenizer.decode(toks, skip_special_tokens=True)
-                out.append(Completion(prompt=prompts[start + i], prompt_ids=list(ids), token_ids=toks, text=text))
-    return out
-
-
-def _sample_batch(model: Any, batch: Sequence[list[int]], max_new: int, eos: set[int], pad: int, gen: Any) -> list[list[int]]:
-    import torch
-
-    ids, mask, pos = _left_pad(batch, pad, _device(model))
-    result: list[list[int]] = [[] for _ in batch]
-    done = torch.zeros(len(batch), dtype=torch.bool)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    for step in range(max_new):
-        probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1)
-        tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-        for i, t in enumerate(tok.tolist()):
-            if not done[i]:
-                result[i].append(t)
-                done[i] = t in eos
-        if bool(done.all()) or step == max_new - 1:
-            break
-        feed = torch.where(done.to(tok.device), torch.full_like(tok, pad), tok)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        pos = pos[:, -1:] + 1
-        out = model(input_ids=feed[:, None], attention_mask=mask, position_ids=pos,
-                    past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
-    return result
-
-
 # --------------------------------------------------------------------------- scoring
 def completion_logprobs(model: Any, batch: Sequence[Completion], pad: int = 0) -> list[Any]:
     """Float32 log-softmax over the vocabulary at each completion position: one ``(T_i, V)`` per item."""
@@ -267,7 +163,7 @@ def completion_logprobs(model: Any, batch: Sequence[Completion], pad: int = 0) -
 
     seqs = [c.prompt_ids + c.token_ids for c in batch]
     longest = max(len(c.token_ids) for c in batch)
-    ids, mask, pos = _left_pad(seqs, pad, _device(model))
+    ids, mask, pos = left_pad(seqs, pad, model_device(model))
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=longest + 1)
     # kept logits cover positions L-T-1 .. L-1; position j predicts token j+1, so drop the last
     logp = torch.log_softmax(out.logits[:, -(longest + 1) : -1, :].float(), dim=-1)
@@ -297,7 +193,7 @@ def score_kl(policy_model: Any, completions: Sequence[Completion], ref_model: An
         raise EvalkitError("KL: no reference model given and the policy has no PEFT adapter to disable")
     stats: list[TokenKL] = []
     with torch.inference_mode():
-        for _, batch in _chunks(completions, max(1, batch_size)):
+        for _, batch in chunks(completions, max(1, batch_size)):
             logp = completion_logprobs(policy_model, batch, pad)
             if ref_model is None:
                 with policy_model.disable_adapter():
@@ -357,9 +253,12 @@ def kl_divergence(
     """KL(policy || ref) on completions sampled from the policy for ``prompts``.
 
     A PEFT adapter whose base weights are the reference's is scored as one model with the
-    adapter on and off; other pairs load two models that must share a tokenizer.
+    adapter on and off; other pairs load two models that must share a tokenizer. Both models
+    come from :func:`evalkit.models.handle.get_model`: the policy's handle decides device and
+    dtype once (``dtype`` defaults to float32, see the module docstring), the reference runs
+    with the same, and the recorded ``settings`` are the handle's resolved values.
     """
-    from evalkit.models.loader import load_causal_lm, resolve_weights
+    from evalkit.models.handle import get_model
     from evalkit.models.spec import parse_model
 
     if not prompts:
@@ -369,25 +268,28 @@ def kl_divergence(
         if spec.kind in ("openai", "vllm"):
             raise EvalkitError(f"model '{spec.raw}': KL needs full-vocabulary logits from in-process weights; {spec.kind} models are served")
     t0 = time.perf_counter()
-    pw, rw = resolve_weights(pspec), resolve_weights(rspec)
-    base_hash = resolve_weights(parse_model(pspec.path)).weights_hash if pspec.kind == "peft" and pspec.path else None
+    ph = get_model(pspec, device=device, dtype=dtype, batch_size=batch_size)
+    rh = get_model(rspec, device=ph.device, dtype=ph.dtype, batch_size=batch_size)
+    pw, rw = ph.weights, rh.weights
+    base_hash = (get_model(parse_model(pspec.path), device=ph.device, dtype=ph.dtype).weights.weights_hash
+                 if pspec.kind == "peft" and pspec.path else None)
     ref_model = None
     if pw.weights_hash == rw.weights_hash:
         method = "identical"
-        policy = load_causal_lm(pspec, dtype=dtype, device=device, merge_adapter=True, weights=pw)
+        policy = ph.hf
         ref_model = policy.model
     elif base_hash is not None and base_hash == rw.weights_hash:
         method = "adapter"
-        policy = load_causal_lm(pspec, dtype=dtype, device=device, merge_adapter=False, weights=pw)
+        policy = ph.load_unmerged()
     else:
         method = "two-models"
-        policy = load_causal_lm(pspec, dtype=dtype, device=device, merge_adapter=True, weights=pw)
-        ref = load_causal_lm(rspec, dtype=dtype, device=device, weights=rw)
+        policy = ph.hf
+        ref = rh.hf
         check_same_tokenizer(policy.tokenizer, ref.tokenizer, pspec.raw, rspec.raw)
         ref_model = ref.model
     completions = sample_completions(policy.model, policy.tokenizer, prompts, max_new_tokens, seed, batch_size, chat_template)
-    stats = score_kl(policy.model, completions, ref_model, batch_size, _pad_id(policy.tokenizer))
-    settings = {"max_new_tokens": max_new_tokens, "seed": seed, "dtype": policy.dtype, "device": policy.device,
+    stats = score_kl(policy.model, completions, ref_model, batch_size, pad_id(policy.tokenizer))
+    settings = {"max_new_tokens": max_new_tokens, "seed": seed, "dtype": ph.dtype, "device": ph.device,
                 "batch_size": batch_size, "chat_template": chat_template, "temperature": 1.0}
     return summarize(completions, stats, policy=pspec.raw, ref=rspec.raw, policy_hash=pw.weights_hash,
                      ref_hash=rw.weights_hash, method=method, settings=settings, elapsed_s=time.perf_counter() - t0)

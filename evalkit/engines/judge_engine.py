@@ -13,20 +13,22 @@ A suite entry::
 
 Freezing validates the prompts file (file:line errors) and hashes everything that decides the
 number: judge and baseline model strings, judge prompt version, tie policy, limit, generation
-settings, seed and the file's sha256. Running generates the model's greedy responses (chat
-template, left-padded batches, stop at eos), takes or generates the baseline's, and calls
-:func:`evalkit.judge.winrate.win_rate` with the run store, so judgments are cached by content.
+settings, seed and the file's sha256. Running generates the model's greedy responses
+(:func:`evalkit.models.generate.generate_greedy`: chat template, left-padded batches, stop at
+eos), takes or generates the baseline's (a handle on the run model's device and dtype), and
+calls :func:`evalkit.judge.winrate.win_rate` with the run store, so judgments are cached by
+content.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from evalkit.engines.base import FrozenEntry, ModelHandle, RunContext, register_engine
 from evalkit.errors import EvalkitError
+from evalkit.models.generate import generate_greedy  # the one greedy loop (model layer); tests patch it here
 from evalkit.suite.config import SuiteEntry
 
 TASKS = ("winrate",)
@@ -110,39 +112,6 @@ def judge_config(entry: SuiteEntry, rows: list[dict[str, Any]], limit: int | Non
         "seed": int(entry.seed),
         "bootstrap_iters": BOOTSTRAP_ITERS,
     }
-
-
-def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int,
-                    batch_size: int = 8) -> list[str]:
-    """Greedy responses, one per prompt: chat template (when the tokenizer has one), batches left-padded,
-    stop at eos. Prompts are batched in length order so padding is small; results come back in order."""
-    import torch
-
-    from evalkit.analysis.kl import _eos_ids, _left_pad, _pad_id, encode_prompts
-
-    encoded = encode_prompts(tokenizer, prompts, chat_template=True)
-    eos = sorted(_eos_ids(model, tokenizer))
-    pad = _pad_id(tokenizer)
-    device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    out: list[str] = [""] * len(prompts)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), max(1, batch_size)):
-            idx = order[start : start + batch_size]
-            ids, mask, _ = _left_pad([encoded[i] for i in idx], pad, device)
-            with torch.no_grad():
-                gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                     do_sample=False, num_beams=1, eos_token_id=eos or None, pad_token_id=pad,
-                                     temperature=None, top_p=None, top_k=None)
-            for row, i in enumerate(idx):
-                new = gen[row, ids.shape[1] :].tolist()
-                cut = next((k for k, t in enumerate(new) if t in eos), len(new))
-                out[i] = tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
-    finally:
-        model.train(was_training)
-    return out
 
 
 class JudgeEngine:
@@ -233,7 +202,8 @@ class JudgeEngine:
 
     @staticmethod
     def _baseline_model(baseline: str | None, model: ModelHandle) -> Any:
-        from evalkit.models.loader import load_causal_lm
+        """The baseline's loaded model, on the run model's device and dtype (its handle decided them)."""
+        from evalkit.models.handle import get_model
         from evalkit.models.spec import parse_model
 
         if not baseline:
@@ -241,7 +211,7 @@ class JudgeEngine:
         spec = parse_model(baseline)
         if spec == model.spec:  # the run's own model: reuse the loaded copy
             return model.hf
-        return load_causal_lm(spec, dtype=model.dtype, device=model.device)
+        return get_model(spec, device=model.device, dtype=model.dtype).hf
 
 
 ENGINE = register_engine(JudgeEngine())

@@ -43,8 +43,10 @@ def load_judge(
     """Any evalkit model string as a judge.
 
     Local forms (``smollm2-135m``, folders, GGUF, PEFT adapters, hub ids) read the verdict from
-    log-probabilities and load their weights only when a judgment is not in the cache;
-    ``openai:<base_url>#<model>`` endpoints generate a short reply that is parsed.
+    log-probabilities and load their weights only when a judgment is not in the cache, through
+    a :func:`~evalkit.models.handle.get_model` handle that resolves ``device``/``dtype`` once;
+    ``openai:<base_url>#<model>`` endpoints generate a short reply that is parsed (no device or
+    dtype: the server decides).
     """
     from evalkit.models.spec import parse_model
 

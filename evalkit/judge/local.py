@@ -11,7 +11,9 @@ verdict tokens is kept as a diagnostic (how much the model wanted to answer with
 Batching: prompts are sorted by length, left-padded (so the answer position is the last column
 for every row) and run in batches of ``batch_size`` rows (fewer for long prompts, to bound
 memory), asking the model for the last position's logits only (``logits_to_keep=1``).
-Weights load lazily, on the first request not found in the cache.
+Weights load lazily, on the first request not found in the cache, through one
+:class:`~evalkit.models.handle.ModelHandle` (which also decided device and dtype; the dtype is
+part of ``identity``, so cached judgments follow it).
 """
 
 from __future__ import annotations
@@ -42,14 +44,16 @@ class LocalJudge:
         max_prompt_tokens: int | None = None,
         batch_token_budget: int = 16384,
     ) -> None:
-        from evalkit.models.hardware import resolve_device, resolve_dtype
-        from evalkit.models.loader import resolve_weights
+        from evalkit.models.handle import get_model
 
+        # the judge's own handle (never the run's: _load sets the tokenizer's padding side) decides
+        # device and dtype once; weights resolve now, load on the first uncached judgment
+        self.handle = get_model(spec, device=device, dtype=dtype, batch_size=batch_size)
         self.spec = spec
         self.name = spec.raw
-        self.weights = resolve_weights(spec)
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.weights = self.handle.weights
+        self.device = self.handle.device
+        self.dtype = self.handle.dtype
         self.identity = f"{self.weights.weights_hash}|{self.dtype}"
         self.batch_size = max(1, int(batch_size))
         self.batch_token_budget = batch_token_budget
@@ -64,10 +68,8 @@ class LocalJudge:
         if self._loaded is None:
             import time
 
-            from evalkit.models.loader import load_causal_lm
-
             t0 = time.perf_counter()
-            self._loaded = load_causal_lm(self.spec, dtype=self.dtype, device=self.device, weights=self.weights)
+            self._loaded = self.handle.hf
             self.load_s = time.perf_counter() - t0
             tok = self._loaded.tokenizer
             tok.padding_side = "left"
@@ -126,19 +128,14 @@ class LocalJudge:
         """log P(letter) at the answer position, per row (summed over the letter's spellings)."""
         import torch
 
+        from evalkit.models.generate import left_pad
+
         lm = self._loaded
-        width = max(len(ids) for ids in batch)
         pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, ids in enumerate(batch):
-            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            mask[r, width - len(ids):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = left_pad(batch, pad, lm.device)
         with torch.inference_mode():
             logits = lm.model(
-                input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device),
-                position_ids=positions.to(lm.device), logits_to_keep=1, use_cache=False,
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=False,
             ).logits[:, -1, :]
         self.calls += 1
         lp = torch.log_softmax(logits.float(), dim=-1).cpu()

@@ -12,6 +12,9 @@ import os
 from evalkit.errors import EvalkitError
 
 
+RESOLVED_DTYPES = ("bfloat16", "float32", "float16")
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     try:
@@ -49,6 +52,6 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
         if device.startswith("cuda"):
             return "bfloat16"
         return "bfloat16" if cpu_has_fast_bf16() or os.environ.get("EVALKIT_FORCE_BF16") else "float32"
-    if choice not in ("bfloat16", "float32", "float16"):
+    if choice not in RESOLVED_DTYPES:
         raise EvalkitError(f"dtype '{dtype}': expected auto, bfloat16, float16 or float32")
     return choice

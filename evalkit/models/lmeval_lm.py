@@ -26,7 +26,7 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.models.hardware import cuda_available, resolve_dtype
-from evalkit.models.loader import LoadedModel, load_causal_lm
+from evalkit.models.loader import LoadedModel
 from evalkit.models.spec import ModelSpec, parse_model
 
 
@@ -262,7 +262,8 @@ def build_lm(
                 raise
             raise EvalkitError(f"model '{spec.raw}': the vllm package is not installed (pip install -e .[vllm])") from exc
         return vllm_cls.create_from_arg_obj(vllm_model_args(spec, dtype))
-    loaded = loaded or load_causal_lm(spec, dtype=dtype, device=device)
+    if loaded is None:  # in-process weights are loaded by a handle (evalkit.models.handle), never here
+        raise EvalkitError(f"model '{spec.raw}': build_lm needs the loaded model (get it from get_model(...).lmeval)")
     from lm_eval.models.huggingface import HFLM
 
     from evalkit.models.fastlm import FastLM
@@ -308,13 +309,15 @@ def _register() -> None:
         def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> Any:
             extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
             bs = arg_dict.get("batch_size", extra.get("batch_size", 8))
-            return build_lm(
-                parse_model(str(arg_dict.get("model", "smollm2-135m"))),
+            from evalkit.models.handle import get_model
+
+            return get_model(
+                str(arg_dict.get("model", "smollm2-135m")),
                 batch_size=int(bs) if str(bs).isdigit() else 8,
                 dtype=arg_dict.get("dtype", "auto"),
                 device=arg_dict.get("device", extra.get("device") or "auto"),
                 backend=str(arg_dict.get("backend", "fast")),
-            )
+            ).lmeval
 
 
 try:

@@ -4,8 +4,10 @@ Two steps, kept apart on purpose:
   * :func:`resolve_weights` is cheap (no model in memory): it finds the folder the weights live
     in (converting GGUF once) and a content hash, so a run's identity is known before the
     model is loaded (resume looks runs up by it).
-  * :func:`load_causal_lm` loads model + tokenizer with the dtype/device policy of
-    :mod:`evalkit.models.hardware`, merging a PEFT adapter for fast evaluation.
+  * :func:`load_causal_lm` loads model + tokenizer on an already-resolved device and dtype,
+    merging a PEFT adapter for fast evaluation. It decides nothing: ``auto`` is turned into a
+    device and dtype only by :func:`evalkit.models.handle.resolve_runtime`, and everything
+    loads through a :class:`~evalkit.models.handle.ModelHandle`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from evalkit.errors import EvalkitError
 from evalkit.models import embedded
 from evalkit.models.hashing import folder_sha256
-from evalkit.models.hardware import resolve_device, resolve_dtype
+from evalkit.models.hardware import RESOLVED_DTYPES
 from evalkit.models.spec import ModelSpec
 
 
@@ -137,17 +139,20 @@ def hub_unreachable(timeout_s: float = 3.0) -> str | None:
 def load_causal_lm(
     spec: ModelSpec,
     *,
-    dtype: str | None = "auto",
-    device: str | None = "auto",
+    dtype: str,
+    device: str,
     merge_adapter: bool = True,
     weights: ResolvedWeights | None = None,
 ) -> LoadedModel:
-    """Load a local or hub transformers model (kinds embedded, gguf, hf_dir, peft, hub)."""
+    """Load a local or hub transformers model (kinds embedded, gguf, hf_dir, peft, hub) with the
+    ``dtype`` and ``device`` a :class:`~evalkit.models.handle.Runtime` resolved."""
     if spec.kind in ("openai", "vllm"):
         raise EvalkitError(f"model '{spec.raw}': {spec.kind} models are served, not loaded in-process by transformers")
+    if dtype not in RESOLVED_DTYPES or device == "auto":
+        raise EvalkitError(f"load_causal_lm: device/dtype must be resolved first (got {device}/{dtype}); "
+                           "use evalkit.models.handle.get_model")
     weights = weights or resolve_weights(spec)
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    dev, dt = device, dtype
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -20,6 +20,11 @@ batch is cut only when all are pending. Then the batches, and so the samples, ar
 every run on the same machine -- and a resumed run, whose finished batches come from the cache,
 cuts the remaining ones exactly as the uninterrupted run did. The canonical order also puts the
 n epochs of one problem in one batch: no padding within a problem.
+
+Not :func:`evalkit.models.generate.sample_completions` (one generator per *batch*, temperature
+1 only, for KL): per-request streams, temperature/top-p and stop strings are this module's
+reason to exist. It shares the model layer's building blocks (:func:`~evalkit.models.generate.left_pad`,
+:func:`~evalkit.models.generate.eos_ids`) and keeps its own pad rule (pad, else EOS).
 """
 
 from __future__ import annotations
@@ -185,18 +190,15 @@ class BatchedGenerator:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
+        from evalkit.models.generate import left_pad
+
         started = time.monotonic()
         tok = self.tokenizer
         device = self.model.device
         encoded = [tok(p, add_special_tokens=params.add_special_tokens)["input_ids"] for p in prompts]
         width = max(len(ids) for ids in encoded)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, ids in enumerate(encoded):
-            if ids:
-                input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention[i, width - len(ids) :] = 1
+        input_ids, attention, _ = left_pad(encoded, pad_id, device)  # generate() derives positions itself
         eos_ids = self._eos_ids()
         config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, num_beams=1,
                                   pad_token_id=pad_id, eos_token_id=eos_ids)
@@ -206,7 +208,7 @@ class BatchedGenerator:
             processors.append(RowSampler(gens, params.temperature, params.top_p))
         stopping = StoppingCriteriaList([self._stop_criterion(params.stop)] if params.stop else [])
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention,
                                       generation_config=config, logits_processor=processors,
                                       stopping_criteria=stopping)
         self.batches_run += 1
@@ -228,14 +230,9 @@ class BatchedGenerator:
                           stop_reason="stop" if stopped else "max_tokens", seconds=seconds)
 
     def _eos_ids(self) -> list[int]:
-        ids: set[int] = set()
-        for source in (getattr(self.model, "generation_config", None), self.tokenizer):
-            value = getattr(source, "eos_token_id", None)
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, (list, tuple)):
-                ids.update(int(v) for v in value)
-        return sorted(ids)
+        from evalkit.models.generate import eos_ids
+
+        return sorted(eos_ids(self.model, self.tokenizer))
 
     def _stop_criterion(self, stop: tuple[str, ...]) -> Any:
         """StopStringCriteria precomputes tables over the vocabulary: build each once."""

@@ -1,8 +1,8 @@
 """evalkit's model layer registered as the inspect-ai model API ``evalkit``.
 
 Why our own provider instead of inspect's ``hf/``: the run's model is already loaded once by
-:mod:`evalkit.models.loader` (GGUF conversion, PEFT merge, dtype/thread policy) and shared with
-the lm-eval engine; inspect's hf provider would load it again. This one reuses the loaded
+its :class:`~evalkit.models.handle.ModelHandle` (GGUF conversion, PEFT merge, device/dtype
+decided once) and shared with the lm-eval engine; inspect's hf provider would load it again. This one reuses the loaded
 transformers model and tokenizer, renders chat messages with the tokenizer's chat template,
 honours ``GenerateConfig`` (temperature, top_p, max_tokens, seed, stop_seqs) and batches
 concurrent requests (see :mod:`.batching`).
@@ -87,17 +87,19 @@ def _generator_for(loaded: LoadedModel, batch_size: int) -> BatchedGenerator:
 
 
 def _load(model_name: str, dtype: str, device: str) -> LoadedModel:
-    from evalkit.models.loader import load_causal_lm, resolve_weights
+    """The model for ``get_model("evalkit/<MODEL>")`` outside an evalkit run: a handle decides
+    device and dtype, and its loaded model is shared per weights hash (one load per process)."""
+    from evalkit.models.handle import get_model as get_handle
     from evalkit.models.spec import parse_model
 
     spec = parse_model(model_name)
     if spec.kind in ("openai", "vllm"):
         raise EvalkitError(f"model '{model_name}': {spec.kind} models are served; use inspect_model() "
                            "(openai-api/ or vllm/ providers), not evalkit/")
-    weights = resolve_weights(spec)
-    if weights.weights_hash not in _LOADED:
-        register_loaded(load_causal_lm(spec, dtype=dtype, device=device, weights=weights))
-    return _LOADED[weights.weights_hash]
+    handle = get_handle(spec, device=device, dtype=dtype)
+    if handle.weights.weights_hash not in _LOADED:
+        register_loaded(handle.hf)
+    return _LOADED[handle.weights.weights_hash]
 
 
 class EvalkitModelAPI(ModelAPI):
@@ -198,11 +200,13 @@ def openai_model_args(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
 
 def vllm_model_args(spec: ModelSpec, dtype: str = "auto") -> tuple[str, dict[str, Any]]:
     """inspect's ``vllm/`` provider (it starts ``vllm serve``); refused without a CUDA GPU."""
-    from evalkit.models.hardware import cuda_available, resolve_dtype
+    from evalkit.models.handle import resolve_runtime
+    from evalkit.models.hardware import cuda_available
 
     if not cuda_available():
         raise EvalkitError(f"model '{spec.raw}': vLLM needs a CUDA GPU and none is visible on this machine")
-    return f"vllm/{spec.path}", {"dtype": resolve_dtype(dtype, "cuda"), "gpu_memory_utilization": 0.85}
+    # a handle's dtype is already resolved (a no-op here); "auto" from a direct call resolves like a handle's
+    return f"vllm/{spec.path}", {"dtype": resolve_runtime(spec, dtype=dtype).dtype, "gpu_memory_utilization": 0.85}
 
 
 def _served(spec: ModelSpec, name: str, config: GenerateConfig, kwargs: dict[str, Any]) -> Model:
