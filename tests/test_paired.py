@@ -13,14 +13,13 @@ import pytest
 from evalkit.analysis import calibration as calib
 from evalkit.analysis.paired import (
     PAIRED_PER_CLUSTER,
-    _bin_index,
-    _ece_rows,
     compare_runs,
     is_binary,
     mcnemar_exact,
     paired_bootstrap,
     per_sample_value,
 )
+from evalkit.analysis.paired.drift import _bin_index, _ece_rows
 from evalkit.analysis.stats import clustered_ratio
 from evalkit.analysis.tax import alignment_tax
 from evalkit.errors import EvalkitError

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evalkit.analysis.bootstrap import bootstrap_rows
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -72,6 +74,5 @@ def ece_stderr(logliks: Sequence[Sequence[float]], golds: Sequence[int], n_bins:
     probs = [softmax(ll) for ll in logliks]
     conf = np.array([p.max() for p in probs])
     correct = np.array([float(int(np.argmax(p)) == int(g)) for p, g in zip(probs, golds)])
-    rng = np.random.default_rng(seed)
-    vals = [ece_from(conf[s], correct[s], n_bins)[0] for s in (rng.integers(0, n, n) for _ in range(iters))]
+    vals = [ece_from(conf[s], correct[s], n_bins)[0] for s in bootstrap_rows(n, iters, seed)]
     return float(np.std(vals, ddof=1))

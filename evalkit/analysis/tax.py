@@ -19,15 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.analysis.paired import (
-    CALIBRATION_METRICS,
-    Comparison,
-    MetricDelta,
-    bootstrap_indices,
-    excludes_zero,
-    percentile_ci,
-)
+from evalkit.analysis.bootstrap import bootstrap_indices, percentile_ci
+from evalkit.analysis.paired import CALIBRATION_METRICS, Comparison, MetricDelta, excludes_zero
 from evalkit.errors import EvalkitError
+from evalkit.jsonsafe import json_safe
 
 DEFAULT_PRIMARY: dict[str, str] = {
     "mmlu": "acc",
@@ -62,9 +57,7 @@ class AlignmentTax:
     seed: int
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["per_entry"] = [_nan_none(e) for e in d["per_entry"]]
-        return _nan_none(d)
+        return json_safe(asdict(self))
 
 
 def entry_rows(comparison: Comparison) -> dict[str, list[MetricDelta]]:
@@ -154,7 +147,3 @@ def weighted_delta_ci(diffs: list[np.ndarray], weights: list[float], iters: int,
 
 def _nan(x: float | None) -> float:
     return float("nan") if x is None else x
-
-
-def _nan_none(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}

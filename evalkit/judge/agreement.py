@@ -231,10 +231,11 @@ def run_agreement(
             for it, v in zip(items, verdicts)
         ],
     })
+    from evalkit.jsonsafe import json_safe
     from evalkit.store import judgments as jstore
     from evalkit.store.analyses import new_id
 
-    result = jstore.strip_nan(result)
+    result = json_safe(result)
     result["id"] = new_id()
     jstore.save_judge_run(db, "agreement", result, run_id=result["id"])
     if not isinstance(store, RunStore):

@@ -11,17 +11,21 @@ chance (a judge that always answers "a" on data that is 50% "a" has agreement 0.
 Confidence intervals: a proportion (agreement, tie rate, position consistency, flip rate) gets the
 Wilson score interval (:func:`wilson_ci`): at n = 15, p = 0.9 it covers 94% where the percentile
 bootstrap covers 78% (53% at p = 0.95), because the bootstrap collapses to a point at 0% or 100%. κ is not a proportion; it gets a
-percentile bootstrap over items with a fixed seed (reproducible), but only from
+percentile bootstrap over items with a fixed seed (reproducible;
+:func:`evalkit.analysis.bootstrap.bootstrap_ci`), but only from
 :data:`KAPPA_CI_MIN_N` items up (see :func:`kappa_ci` for why), and no interval below.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+# The generic resampler lives with the others; re-exported because judge code calls S.bootstrap_ci.
+from evalkit.analysis.bootstrap import bootstrap_ci
 
 OUTCOMES = ("a", "b", "tie")
 NAN = float("nan")
@@ -126,43 +130,6 @@ def win_rate(outcomes: Sequence[str], winner: str = "a") -> float:
     if len(outcomes) == 0:
         return NAN
     return sum(1.0 if o == winner else 0.5 if o == "tie" else 0.0 for o in outcomes) / len(outcomes)
-
-
-def bootstrap_ci(
-    stat: Callable[..., float],
-    *columns: Sequence[Any],
-    iters: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``stat(*columns)``, resampling items (rows) with replacement.
-
-    Replicates where the statistic is undefined (NaN) are dropped; (NaN, NaN) when none is left.
-    """
-    n = len(columns[0]) if columns else 0
-    if n == 0 or iters <= 0:
-        return NAN, NAN
-    cols = [_column(c) for c in columns]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(iters):
-        idx = rng.integers(0, n, size=n)
-        v = stat(*[c[idx] for c in cols])
-        if isinstance(v, tuple):
-            v = v[0]
-        if v is not None and not math.isnan(v):
-            values.append(v)
-    if not values:
-        return NAN, NAN
-    lo, hi = np.quantile(np.asarray(values), [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
-
-
-def _column(c: Sequence[Any]) -> np.ndarray:
-    """An object array (fast fancy indexing); values, None included, are kept as they are."""
-    out = np.empty(len(c), dtype=object)
-    out[:] = list(c)
-    return out
 
 
 def wilson_ci(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

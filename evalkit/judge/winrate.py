@@ -84,10 +84,11 @@ def win_rate(
         "timings": {"load_s": round(float(getattr(j, "load_s", 0.0)), 3), "total_s": round(time.perf_counter() - t0, 3),
                     **counts.to_dict()},
     }
+    from evalkit.jsonsafe import json_safe
     from evalkit.store import judgments as jstore
     from evalkit.store.analyses import new_id
 
-    result = jstore.strip_nan(result)
+    result = json_safe(result)
     if save:
         result["id"] = new_id()
         jstore.save_judge_run(db, "winrate", result, run_id=result["id"])

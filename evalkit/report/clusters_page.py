@@ -17,8 +17,9 @@ from typing import Any
 
 from evalkit.analysis.clusters.result import ClusterResult
 from evalkit.analysis.clusters.texts import Item, build_item
+from evalkit.report.jinja_env import environment
 from evalkit.report.links import read_page_links
-from evalkit.report.summary import environment, fmt
+from evalkit.report.summary import fmt
 from evalkit.store import RunStore
 from evalkit.store.sqlite import RunRow
 

@@ -13,10 +13,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
 from evalkit.analysis.paired import PAIRED_PER_DOC as PER_DOC
-from evalkit.report.summary import TEMPLATES, fmt
+from evalkit.report.jinja_env import environment
+from evalkit.report.summary import fmt
 
 LABEL_W, PLOT_W, VALUE_W, ROW_H = 300, 420, 170, 18
 PAIRING_W = 250  # extra value-column width when a row names its pairing
@@ -92,8 +91,7 @@ def render_compare(comparison: Any, report_id: str, tax: Any = None, kl: Any = N
     rows = comp.get("rows") or []
     ordered = sorted(rows, key=lambda r: (r["entry"], r["task"] != r["entry"], r["task"], r["metric"]))
     kl_d = _as_dict(kl)
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    return env.get_template("compare.html").render(
+    return environment().get_template("compare.html").render(
         id=report_id, c=comp, rows=ordered, chart=delta_chart(ordered) if ordered else None,
         tax=_as_dict(tax), kl=kl_d, hist=kl_histogram(kl_d) if kl_d else None, fmt=fmt,
     )

@@ -14,9 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
-from evalkit.report.summary import TEMPLATES, fmt
+from evalkit.report.jinja_env import environment
+from evalkit.report.summary import fmt
 
 # What a strong judge and humans reach (MT-Bench paper, Zheng et al. 2023, expert labels).
 ANCHORS = [
@@ -72,9 +71,8 @@ def confusion_cells(conf: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
 
 
 def render_judge(result: Mapping[str, Any], max_items: int = 300) -> str:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     r = dict(result)
-    return env.get_template("judge.html").render(
+    return environment().get_template("judge.html").render(
         r=r, anchors=ANCHORS, chart=length_chart(r.get("length_bias") or {}),
         cells=confusion_cells(r.get("confusion") or {}), items=(r.get("items") or [])[:max_items],
         n_items=len(r.get("items") or []), fmt=fmt, pct=_pct,

@@ -8,12 +8,9 @@ import math
 import os
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
+from evalkit.report.jinja_env import environment
 from evalkit.report.links import BEGIN, END, read_page_links, render_links
 from evalkit.store import RunStore
-
-TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 
 
 def fmt(value: Any) -> str:
@@ -27,11 +24,6 @@ def fmt(value: Any) -> str:
 def entry_metrics(store: RunStore, run_id: str) -> list[dict[str, Any]]:
     """Entry-level metrics (the summary rows): those whose task is the entry itself."""
     return [m for m in store.metrics(run_id) if m["task"] == m["entry"]]
-
-
-def environment() -> Environment:
-    """Jinja2 with autoescaping on for .html (model text is untrusted)."""
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 
 
 def write_summary(store: RunStore, run_id: str, reports_dir: str = "reports", notes: dict[str, str] | None = None) -> str:

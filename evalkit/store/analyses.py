@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.jsonsafe import dumps  # NaN/inf are not JSON: stored as null
 from evalkit.store.sqlite import RunStore
 
 TABLES = (
@@ -59,7 +60,7 @@ def save_comparison(store: RunStore, run_a: str, run_b: str, result: dict[str, A
     with store.transaction() as db:
         db.execute(
             "INSERT INTO comparisons(id, run_a, run_b, created_at, result_json) VALUES (?,?,?,?,?)",
-            (cid, run_a, run_b, time.time(), _dumps(result)),
+            (cid, run_a, run_b, time.time(), dumps(result)),
         )
     return cid
 
@@ -98,8 +99,8 @@ def save_kl(
         db.execute(
             "INSERT INTO kl_runs(id, policy, ref, policy_hash, ref_hash, settings_json, mean_kl, k1, k3,"
             " per_prompt_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (kid, policy, ref, policy_hash, ref_hash, _dumps(settings), _num(mean_kl), _num(k1), _num(k3),
-             _dumps(per_prompt), time.time()),
+            (kid, policy, ref, policy_hash, ref_hash, dumps(settings), _num(mean_kl), _num(k1), _num(k3),
+             dumps(per_prompt), time.time()),
         )
     return kid
 
@@ -138,19 +139,6 @@ def _lookup(store: RunStore, table: str, ref: str, what: str) -> Any:
 
 
 def _num(x: float | None) -> float | None:
+    """A REAL column's value: NaN as NULL. (Not :func:`evalkit.jsonsafe.finite_or_none`: SQLite
+    stores ±inf, and an infinite KL stays readable as inf rather than becoming "not measured".)"""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(_strip_nan(value), sort_keys=True, default=str)
-
-
-def _strip_nan(value: Any) -> Any:
-    """NaN/inf are not JSON: store them as null."""
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, dict):
-        return {k: _strip_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strip_nan(v) for v in value]
-    return value

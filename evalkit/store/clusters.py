@@ -10,10 +10,10 @@ Tables are created lazily so older stores keep working; this module only stores 
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
+from evalkit.jsonsafe import dumps, finite_or_none
 from evalkit.store.analyses import new_id
 from evalkit.store.sqlite import RunStore
 
@@ -82,16 +82,16 @@ def save_clustering(store: RunStore, header: dict[str, Any], clusters: list[dict
         db.execute(
             "INSERT INTO clusterings(id, run_id, created_at, seed, method, tasks_json, params_json, stability,"
             " stability_json, n_samples, n_failures, timings_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (cid, header["run_id"], time.time(), int(header["seed"]), header["method"], _dumps(header.get("tasks")),
-             _dumps(header.get("params") or {}), header.get("stability"), _dumps(header.get("stability_pairs") or []),
-             int(header["n_samples"]), int(header["n_failures"]), _dumps(header.get("timings") or {})),
+            (cid, header["run_id"], time.time(), int(header["seed"]), header["method"], dumps(header.get("tasks")),
+             dumps(header.get("params") or {}), header.get("stability"), dumps(header.get("stability_pairs") or []),
+             int(header["n_samples"]), int(header["n_failures"]), dumps(header.get("timings") or {})),
         )
         db.executemany(
             "INSERT INTO clusters(clustering_id, cluster_id, label, terms_json, size, failures, error_rate, base_rate,"
             " lift, task_mix_json, tag_mix_json, examples_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(cid, int(c["cluster_id"]), c["label"], _dumps(c["terms"]), int(c["size"]), int(c["failures"]),
-              float(c["error_rate"]), float(c["base_rate"]), _finite(c.get("lift")), _dumps(c["task_mix"]),
-              _dumps(c["tag_mix"]), _dumps(c["examples"])) for c in clusters],
+            [(cid, int(c["cluster_id"]), c["label"], dumps(c["terms"]), int(c["size"]), int(c["failures"]),
+              float(c["error_rate"]), float(c["base_rate"]), finite_or_none(c.get("lift")), dumps(c["task_mix"]),
+              dumps(c["tag_mix"]), dumps(c["examples"])) for c in clusters],
         )
         db.executemany(
             "INSERT INTO cluster_members(clustering_id, run_id, entry, task, doc_id, cluster_id, failed, x, y, distance)"
@@ -139,11 +139,3 @@ def list_clusterings(store: RunStore, run_id: str) -> list[dict[str, Any]]:
         rows = db.execute("SELECT id, run_id, created_at, seed, method, stability, n_samples, n_failures"
                           " FROM clusterings WHERE run_id=? ORDER BY created_at DESC", (run_id,)).fetchall()
     return [dict(r) for r in rows]
-
-
-def _finite(x: Any) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)

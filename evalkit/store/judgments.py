@@ -10,11 +10,11 @@ judge package; this module only stores rows. Tables are created lazily like the 
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.jsonsafe import dumps  # NaN/inf are not JSON: stored as null
 from evalkit.store.analyses import new_id
 from evalkit.store.sqlite import RunStore
 
@@ -106,18 +106,3 @@ def get_judge_run(store: RunStore, ref: str) -> dict[str, Any]:
     if len(rows) != 1:
         raise EvalkitError(f"judge run '{ref}': {'ambiguous' if rows else 'not found'} in store {store.path}")
     return json.loads(rows[0][0])
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(strip_nan(value), sort_keys=True, default=str)
-
-
-def strip_nan(value: Any) -> Any:
-    """NaN/inf are not JSON: they become null."""
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, dict):
-        return {k: strip_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strip_nan(v) for v in value]
-    return value

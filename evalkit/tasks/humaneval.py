@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
+from evalkit import jsonsafe
 from evalkit.analysis.passk import pass_at_k_table
 from evalkit.errors import EvalkitError
 from evalkit.sandbox import ExecResult, SandboxLimits, run_python, sandbox_info
@@ -172,17 +173,6 @@ def _summarise(path, samples, results, ks, limits, info, problems, duration) -> 
 # ----------------------------------------------------------------------------- CLI
 
 
-def _json_safe(value):
-    """NaN (stderr of a single problem) is not valid JSON; write null instead."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _format_summary(report: dict) -> str:
     lines = [f"{report['responses_file']}: {report['num_samples']} samples, "
              f"{report['num_tasks']}/{report['num_tasks_in_dataset']} tasks, "
@@ -222,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     if args.json:
-        print(json.dumps(_json_safe(report), indent=2))
+        # NaN (stderr of a single problem) is not valid JSON: jsonsafe writes null instead
+        print(jsonsafe.dumps(report, sort_keys=False, indent=2))
     else:
         print(_format_summary(report))
     return 0
