@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainloop.decontam import DecontamConfig, NGramIndex, decontaminate, shingles, words
+from trainloop.data.decontam import DecontamConfig, NGramIndex, decontaminate, shingles, words
 
 EVAL = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

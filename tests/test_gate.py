@@ -7,7 +7,7 @@ import pytest
 
 from evalkit.analysis.paired import Comparison, MetricDelta, bootstrap_mean_ci, mcnemar_exact
 from evalkit.errors import EvalkitError
-from trainloop.gate import GateConfig, decide, power_plan
+from trainloop.gate.decision import GateConfig, decide, power_plan
 
 
 def _row(entry: str, metric: str, a: np.ndarray, b: np.ndarray, with_p: bool = True) -> MetricDelta:

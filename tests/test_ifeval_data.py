@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from trainloop.ifeval_data import REPAIRABLE, REPAIRS, TOPICS, build_prompt, check, repair, sample_prompts
+from trainloop.data.ifeval import REPAIRABLE, REPAIRS, TOPICS, build_prompt, check, repair, sample_prompts
 
 
 def test_build_prompt_is_seeded_and_leaves_global_random_alone() -> None:
     import random
 
-    from trainloop.ifeval_data import available_ids
+    from trainloop.data.ifeval import available_ids
 
     available_ids()  # importing lm-eval's IFEval module draws from `random` once; do it first
     random.seed(5)

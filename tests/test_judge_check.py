@@ -15,7 +15,7 @@ from evalkit.judge.agreement import run_agreement
 from evalkit.judge.stats import wilson_ci
 from evalkit.judge.verdict import SingleJudgment
 from evalkit.store.sqlite import RunStore
-from trainloop.judge_check import DEFAULT_DATA, JudgeCheckConfig, check_judge, require_judge
+from trainloop.gate.judge_check import DEFAULT_DATA, JudgeCheckConfig, check_judge, require_judge
 
 
 class FakeJudge:

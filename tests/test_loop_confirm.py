@@ -17,14 +17,14 @@ from evalkit.store.sqlite import RunStore
 from evalkit.suite import load_suite
 from evalkit.suite.freeze import freeze
 from evalkit.suite.split import item_unit, split_ids
-from trainloop import store as ls
 from trainloop.config import from_mapping
-from trainloop.driver import StopLoop
-from trainloop.fit import judge_fit, next_training
 from trainloop.loop import run
+from trainloop.record import store as ls
+from trainloop.record.driver import StopLoop
 from trainloop.steps import Backends
-from trainloop.train import TrainConfig
-from trainloop.volume import VolumeConfig, clean_answer, fill, uniform_weights
+from trainloop.strategies.volume import VolumeConfig, clean_answer, fill, uniform_weights
+from trainloop.training.fit import judge_fit, next_training
+from trainloop.training.train import TrainConfig
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 LOWER = "change_case:english_lowercase"
@@ -295,7 +295,7 @@ def test_bad_loop_input_is_one_line(tmp_path) -> None:
 
 def test_export_round_trips_as_a_model_value(tmp_path) -> None:
     from evalkit.models.spec import parse_model
-    from trainloop.export import export_model
+    from trainloop.training.export import export_model
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -315,8 +315,8 @@ def test_export_round_trips_as_a_model_value(tmp_path) -> None:
 
 
 def test_plan_marks_a_tax_entry_at_chance_as_no_signal() -> None:
-    from trainloop.gate import GateConfig
-    from trainloop.plan import format_plan, make_plan
+    from trainloop.gate.decision import GateConfig
+    from trainloop.gate.plan import format_plan, make_plan
 
     samples = [{"entry": "ifeval", "task": "ifeval", "doc_id": i, "metrics": {"prompt_level_strict_acc": i % 5 == 0}}
                for i in range(600)]
@@ -333,7 +333,7 @@ def test_plan_marks_a_tax_entry_at_chance_as_no_signal() -> None:
 
 
 def test_decontamination_checks_what_a_new_prompt_adds_not_the_instruction_template() -> None:
-    from trainloop.ifeval_data import build_prompt
+    from trainloop.data.ifeval import build_prompt
 
     template = build_prompt("x", [LOWER], seed=0).prompt[2:]  # lm-eval's fixed lowercase description
     eval_texts = ["Write a poem about the sea. " + template, "Describe how to organize a school science fair in detail please now."]
@@ -344,7 +344,7 @@ def test_decontamination_checks_what_a_new_prompt_adds_not_the_instruction_templ
 
 
 def test_format_leak_counts_unasked_formats_paired() -> None:
-    from trainloop.leak import format_leak
+    from trainloop.gate.leak import format_leak
 
     before = {i: ("A Normal Answer With Capitals Here.", {"punctuation:no_comma"} if i % 2 else set()) for i in range(40)}
     before[0] = ("a lowercase answer asked for by the prompt itself", {LOWER})

@@ -12,8 +12,8 @@ import pytest
 
 from evalkit.errors import EvalkitError
 from evalkit.store.sqlite import RunStore
-from trainloop import store as ls
-from trainloop.driver import Step, StopLoop, run_loop
+from trainloop.record import store as ls
+from trainloop.record.driver import Step, StopLoop, run_loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +85,7 @@ SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {repo!r})
     from evalkit.store.sqlite import RunStore
-    from trainloop.driver import Step, run_loop
+    from trainloop.record.driver import Step, run_loop
     marker, db, log = sys.argv[1], sys.argv[2], sys.argv[3]
 
     def step(name):

@@ -48,7 +48,7 @@ def test_loop_one_round_real_model_then_resume(tmp_path):
     assert os.path.isfile(res["report"])
 
     from evalkit.store.sqlite import RunStore
-    from trainloop import store as ls
+    from trainloop.record import store as ls
 
     store = RunStore(str(tmp_path / "runs.sqlite"))
     steps = {(s["round"], s["step"]): s["result"] for s in ls.steps(store, res["loop_id"])}
@@ -85,7 +85,7 @@ train: {max_steps: 2, batch_size: 2, lora_r: 4, lora_alpha: 8, max_length: 256}
 
 
 def _ifeval_rows(n: int) -> list[dict]:
-    from trainloop.ifeval_data import build_prompt
+    from trainloop.data.ifeval import build_prompt
 
     kinds = [["change_case:english_lowercase"], ["startend:end_checker"], ["punctuation:no_comma"],
              ["startend:quotation"]]
@@ -120,7 +120,7 @@ def test_loop_split_volume_fit_and_control_real_model(tmp_path):
     assert "power plan" in res.stderr and "train fit:" in res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     from evalkit.store.sqlite import RunStore
-    from trainloop import store as ls
+    from trainloop.record import store as ls
 
     store = RunStore(str(tmp_path / "runs.sqlite"))
     steps = {(s["round"], s["step"]): s["result"] for s in ls.steps(store, out["loop_id"])}

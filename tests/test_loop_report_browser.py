@@ -11,8 +11,8 @@ import pytest
 from evalkit.store.sqlite import RunStore
 from tests.test_loop_steps import Fakes, FakeLM, _cfg
 from tests.test_report_browser import CHROMIUM, chromium, uncaught
-from trainloop import store as ls
 from trainloop.loop import run
+from trainloop.record import store as ls
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary found")]
 

@@ -10,10 +10,10 @@ import pytest
 
 from evalkit.analysis.clusters.result import Cluster, ClusterResult, Member
 from evalkit.store.sqlite import RunStore
-from trainloop import store as ls
 from trainloop.config import LoopConfig, from_mapping, load_config
-from trainloop.driver import StopLoop
 from trainloop.loop import run
+from trainloop.record import store as ls
+from trainloop.record.driver import StopLoop
 from trainloop.steps import Backends
 
 N = 100

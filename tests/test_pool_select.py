@@ -9,10 +9,10 @@ import pytest
 
 from evalkit.analysis.clusters.result import Cluster, ClusterResult, Member
 from evalkit.errors import EvalkitError
-from trainloop.decontam import DecontamConfig
-from trainloop.pool import PoolExample, read_pool
-from trainloop.select_pool import select_from_pool
-from trainloop.targets import Target, allot, rank_targets
+from trainloop.data.decontam import DecontamConfig
+from trainloop.data.pool import PoolExample, read_pool
+from trainloop.strategies.select_pool import select_from_pool
+from trainloop.strategies.targets import Target, allot, rank_targets
 
 
 def _write(tmp_path, rows, name="pool.jsonl"):

@@ -19,7 +19,7 @@ from evalkit.analysis.paired import (
 )
 from evalkit.analysis.stats import clustered_ratio
 from evalkit.analysis.tax import alignment_tax
-from trainloop.gate import GateConfig, decide
+from trainloop.gate.decision import GateConfig, decide
 
 KEY = ("ifeval", "ifeval", "inst_level_strict_acc")
 

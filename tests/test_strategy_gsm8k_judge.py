@@ -13,14 +13,14 @@ import pytest
 from evalkit.errors import EvalkitError
 from evalkit.judge.verdict import SingleJudgment
 from evalkit.store.sqlite import RunStore
-from trainloop import store as ls
 from trainloop.config import from_mapping
+from trainloop.data.pool import PoolExample
 from trainloop.loop import run
-from trainloop.pool import PoolExample
-from trainloop.sample import SamplingConfig
-from trainloop.strategy_gsm8k import UNTIL, Gsm8kSelfConfig, final_answer, self_gsm8k
-from trainloop.strategy_judge import JudgeStrategyConfig, judge_strategy, round_robin
-from trainloop.train import sft_rows, verifier_reward
+from trainloop.record import store as ls
+from trainloop.strategies.judge import JudgeStrategyConfig, judge_strategy, round_robin
+from trainloop.strategies.sample import SamplingConfig
+from trainloop.strategies.self_gsm8k import UNTIL, Gsm8kSelfConfig, final_answer, self_gsm8k
+from trainloop.training.train import sft_rows, verifier_reward
 
 
 @pytest.mark.parametrize("text, want", [

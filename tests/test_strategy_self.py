@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from trainloop.sample import SamplingConfig, sample_chat
-from trainloop.strategy_self import SelfConfig, instruction_weights, self_ifeval
+from trainloop.strategies.sample import SamplingConfig, sample_chat
+from trainloop.strategies.self_ifeval import SelfConfig, instruction_weights, self_ifeval
 
 
 class FakeLM:
@@ -63,7 +63,7 @@ def test_self_ifeval_keeps_verified_samples_repairs_and_pairs() -> None:
 def test_self_ifeval_drops_contaminated_prompts() -> None:
     lm = FakeLM()
     cfg = SelfConfig(n_prompts=3, sampling=SamplingConfig(k=2, max_new_tokens=64), seed=2)
-    from trainloop.ifeval_data import sample_prompts
+    from trainloop.data.ifeval import sample_prompts
 
     leaked = sample_prompts({"change_case:english_lowercase": 1.0}, 3, seed=2)[0].prompt  # the same seeded prompt
     data = self_ifeval(lm, {"change_case:english_lowercase": 1.0}, {}, cfg, eval_texts=[leaked], embed=None)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evalkit.errors import EvalkitError
-from trainloop.train import TrainConfig, merge_adapter, sft_rows, train_round
+from trainloop.training.train import TrainConfig, merge_adapter, sft_rows, train_round
 
 WORDS = ["red", "blue", "green", "pink"]
 SFT = [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]} for w in WORDS]
@@ -20,10 +20,9 @@ DPO = [{"prompt": [{"role": "user", "content": f"say {w}"}], "chosen": [{"role":
 def base(tmp_path_factory) -> str:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from evalkit.models.loader import resolve_weights
-    from evalkit.models.spec import parse_model
+    from evalkit import api
 
-    tok = AutoTokenizer.from_pretrained(resolve_weights(parse_model("smollm2-135m")).source)
+    tok = AutoTokenizer.from_pretrained(api.get_model("smollm2-135m").weights.source)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                       tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -66,8 +65,8 @@ def test_sft_then_dpo_saves_one_adapter_that_merges(base, tmp_path) -> None:
 
 
 def test_grpo_with_the_ifeval_checker_as_reward(base, tmp_path) -> None:
-    from trainloop.ifeval_data import TOPICS, build_prompt
-    from trainloop.train import verifier_reward
+    from trainloop.data.ifeval import TOPICS, build_prompt
+    from trainloop.training.train import verifier_reward
 
     p = build_prompt(TOPICS[0], ["change_case:english_lowercase"], seed=1)
     reward = verifier_reward("ifeval")
@@ -90,7 +89,7 @@ def test_job_file_round_trip_runs_the_same_training(base, tmp_path) -> None:
     """The multi-GPU route writes a job and runs it under accelerate; the job itself runs here."""
     import json
 
-    from trainloop.launch import run_job, write_job
+    from trainloop.training.launch import run_job, write_job
 
     cfg = TrainConfig(method="sft", max_steps=1, batch_size=2, lora_r=4, lora_alpha=8, bf16=False,
                       target_modules=("q_proj", "v_proj"))
@@ -104,12 +103,12 @@ def test_job_file_round_trip_runs_the_same_training(base, tmp_path) -> None:
 
 
 def test_gpu_settings_map_to_accelerate_and_trl_and_refuse_without_gpu(tmp_path) -> None:
-    from trainloop.launch import launch_command, train_launched
-    from trainloop.train import grpo_vllm_args
+    from trainloop.training.launch import launch_command, train_launched
+    from trainloop.training.train import grpo_vllm_args
 
     cmd = launch_command("/x/job.json", TrainConfig(num_processes=4))
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in cmd
-    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-3:] == ["-m", "trainloop.launch", "/x/job.json"]
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-3:] == ["-m", "trainloop.training.launch", "/x/job.json"]
     assert grpo_vllm_args(TrainConfig()) == {}
     if not torch.cuda.is_available():
         with pytest.raises(EvalkitError, match="needs that many CUDA GPUs"):

@@ -16,51 +16,64 @@ from typing import Any
 import yaml
 
 from evalkit.errors import EvalkitError
-from trainloop.gate import GateConfig
-from trainloop.train import METHODS, TrainConfig
+from trainloop.gate.decision import GateConfig
+from trainloop.training.train import METHODS, TrainConfig
 
 STRATEGIES = ("pool", "self", "teacher", "judge")
 
 
+def opt(default: Any, help: str, **meta: Any) -> Any:
+    """A :class:`LoopConfig` field with its command-line help. ``evalkit loop``'s flags are generated
+    from these (:mod:`trainloop.cli`), so a default is written once, here. ``meta``: ``flag`` (the
+    option's name when it is not ``--<field-name>``), ``choices``, ``env`` (a variable that gives
+    the flag's default), ``cli=False`` (no flag)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class LoopConfig:
-    model: str = "smollm2-135m"
-    suite: str = "loop-demo"
-    targets: tuple[str, ...] = ("ifeval",)
-    rounds: int = 2
-    method: str = "auto"  # auto (sft+dpo when pairs exist, else sft) | sft | dpo | grpo | sft+dpo
-    strategies: tuple[str, ...] = ("auto",)  # auto: self for IFEval targets, pool when a pool is given
-    pool: str | None = None  # JSONL training pool for the pool strategy
-    teacher: str | None = None  # any evalkit model form; its verified answers to new prompts (teacher strategy)
-    judge: str | None = None  # pairwise judge model for the judge strategy (any evalkit model form)
-    judge_margin: float = 0.2  # best - worst mean win probability needed for a judge-made DPO pair
-    budget: int = 200  # pool rows per round (pool and judge strategies)
-    self_prompts: int = 100  # new prompts (IFEval) or pool problems (GSM8K) per round for self, each sampled self_k times
-    self_k: int = 4
-    self_temperature: float = 0.8
-    self_max_new_tokens: int = 256
-    top_clusters: int = 8
-    decontam_ngram: int = 13
-    decontam_cosine: float = 0.9
+    model: str = opt("smollm2-135m", "starting model (any MODEL form)")
+    suite: str = opt("loop-demo", "frozen suite the loop measures every round on")
+    targets: tuple[str, ...] = opt(("ifeval",), "comma-separated suite entries to improve", flag="--target")
+    rounds: int = opt(2, "training rounds after round 0; more rounds continue a loop")
+    method: str = opt("auto", "auto | sft | dpo | grpo | sft+dpo (auto: sft+dpo when pairs exist, else sft)")
+    strategies: tuple[str, ...] = opt(("auto",), "comma-separated: auto | self | pool | teacher | judge (auto: self "
+                                      "for IFEval targets, pool when a pool is given)", flag="--strategy")
+    pool: str | None = opt(None, "JSONL training pool (pool and judge strategies; known answers for GSM8K self)")
+    teacher: str | None = opt(None, "a stronger model (any MODEL form): its verified answers to new prompts "
+                                    "(teacher strategy), an extra judge candidate")
+    judge: str | None = opt(None, "pairwise judge model (any MODEL form) for the judge strategy")
+    judge_margin: float = opt(0.2, "best - worst mean win probability needed for a judge-made DPO pair")
+    budget: int = opt(200, "pool rows per round (pool and judge strategies)")
+    self_prompts: int = opt(100, "new prompts (IFEval) or pool problems (GSM8K) per round for self, each sampled "
+                                 "self_k times")
+    self_k: int = opt(4, "samples per prompt (self strategy)")
+    self_temperature: float = opt(0.8, "sampling temperature (self strategy)")
+    self_max_new_tokens: int = opt(256, "longest sampled answer, in tokens")
+    top_clusters: int = opt(8, "failure clusters targeted per round")
+    decontam_ngram: int = opt(13, "words per n-gram of the decontamination overlap test (0: off)")
+    decontam_cosine: float = opt(0.9, "embedding cosine at which a candidate counts as an eval item's paraphrase (>1: off)")
     train: TrainConfig = field(default_factory=TrainConfig)
     gate: GateConfig = field(default_factory=GateConfig)
-    # data at volume (trainloop.volume): verified examples per targeted cluster per round; 0 = the
+    # data at volume (trainloop.strategies.volume): verified examples per targeted cluster per round; 0 = the
     # older k-sample path (self_prompts x self_k). A rolled-back round that fitted doubles both.
-    data_per_cluster: int = 150
-    repairable_only: bool = True  # volume data only for instruction types with a programmatic repair
-    max_prompts: int = 900  # new prompts per round at most (the source's limit; x2 with the data)
-    fit_holdout: int = 40  # verified training prompts held back for the fit check (0: no check)
-    fit_min_gain: float = 0.10  # the candidate must pass that many more held-back prompts (and p < 0.05)
-    control: str | None = None  # "random": also train a same-size random-data candidate (the control)
-    skip_judge_check: bool = False  # use a judge that has not passed the agreement check (trainloop.judge_check)
-    allow_underpowered: bool = False  # train even when the power plan says the gate cannot see the hoped gain
-    export_dir: str | None = None  # copy each promoted model here too (must not exist)
-    kl_prompts: int = 20
-    kl_max_new_tokens: int = 48
-    data_dir: str | None = None
-    limit: int | None = None  # per-entry cap on the suite (tests, smoke runs)
-    batch_size: int = 8
-    seed: int = 0
+    data_per_cluster: int = opt(150, "verified examples per targeted cluster per round (0: self_prompts x self_k samples)")
+    repairable_only: bool = opt(True, "volume data only for instruction types with a programmatic repair")
+    max_prompts: int = opt(900, "new prompts per round at most (the source's limit; x2 with the data)")
+    fit_holdout: int = opt(40, "verified training prompts held back for the fit check (0: no check)")
+    fit_min_gain: float = opt(0.10, "the candidate must pass that many more held-back prompts (and p < 0.05)")
+    control: str | None = opt(None, "random: also train a same-size random-data candidate (the control)",
+                              choices=("random",))
+    skip_judge_check: bool = opt(False, "use a judge that failed (or skipped) the agreement check "
+                                        "(trainloop.gate.judge_check)")
+    allow_underpowered: bool = opt(False, "train even when the power plan says the gate cannot detect the hoped-for gain")
+    export_dir: str | None = opt(None, "copy each promoted model here too (must not exist)")
+    kl_prompts: int = opt(20, "prompts KL(candidate || reference) is measured on")
+    kl_max_new_tokens: int = opt(48, "tokens sampled per KL prompt")
+    data_dir: str | None = opt(None, "local mirror of the datasets", env="EVALKIT_DATA_DIR")
+    limit: int | None = opt(None, "cap every suite entry at N samples (tests, smoke runs)")
+    batch_size: int = opt(8, "rows per forward pass (evaluation and sampling)")
+    seed: int = opt(0, "seed of every sampled choice (data, training, bootstrap)")
 
     def __post_init__(self) -> None:
         if self.method != "auto" and self.method not in METHODS:

@@ -1,4 +1,9 @@
-"""``evalkit loop``: run (or resume) a loop and write its report."""
+"""``evalkit loop``: run (or resume) a loop and write its report.
+
+The one entry point the command line (:mod:`trainloop.cli`) and the tests call: it checks what
+costs nothing to check before round 0, hands the round structure (:mod:`trainloop.steps`) to the
+resumable driver (:mod:`trainloop.record.driver`), and writes the report from the store.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,16 @@ from typing import TextIO
 
 from evalkit.store.sqlite import RunStore
 from trainloop.config import LoopConfig
-from trainloop.driver import LoopOutcome, run_loop
+from trainloop.record.driver import LoopOutcome, run_loop
 from trainloop.steps import Backends, LoopSteps
 
 
 def run(cfg: LoopConfig, store: RunStore, reports_dir: str = "reports", backends: Backends | None = None,
         out: TextIO | None = None) -> tuple[LoopOutcome, str]:
     """Rounds 0..cfg.rounds, resumable; returns the outcome and the loop report's path."""
-    from trainloop.report import write_loop_report
-
-    from trainloop import store as ls
-    from trainloop.export import check_export_dir
+    from trainloop.record import store as ls
+    from trainloop.record.report import write_loop_report
+    from trainloop.training.export import check_export_dir
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ls.ensure_tables(store)

@@ -19,10 +19,9 @@ Key3 = tuple[str, str, int]
 
 def frozen_split(cfg: Any) -> dict[str, dict[str, list[list[Any]]]]:
     """entry -> {"select": [[task, doc_id]...], "confirm": [...]} for the suite's split entries."""
-    from evalkit.suite import load_suite
-    from evalkit.suite.freeze import freeze
+    from evalkit import api
 
-    fs = freeze(load_suite(cfg.suite), cfg.data_dir, cfg.limit)
+    fs = api.freeze_suite(cfg.suite, cfg.data_dir, cfg.limit)
     out: dict[str, dict[str, list[list[Any]]]] = {}
     for fe in fs.entries:
         if fe.split:

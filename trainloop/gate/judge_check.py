@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.jsonsafe import json_safe
 from evalkit.judge import stats as S
 from evalkit.judge.data import LabelledPair, read_pairs
 from evalkit.judge.prompt import PROMPT_VERSION
@@ -103,7 +104,7 @@ class JudgeCheck:
     reused: bool = False  # True when that row was already stored (no agreement run now)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        return json_safe(asdict(self))
 
 
 def check_judge(judge: Any, store: RunStore, config: JudgeCheckConfig = JudgeCheckConfig(), *,

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from evalkit.errors import EvalkitError
 from evalkit.store.sqlite import RunStore
-from trainloop import store as ls
+from trainloop.record import store as ls
 
 
 @dataclass

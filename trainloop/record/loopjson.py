@@ -12,8 +12,9 @@ import os
 import re
 from typing import Any
 
+from evalkit.jsonsafe import json_safe
 from evalkit.store.sqlite import RunStore
-from trainloop import store as ls
+from trainloop.record import store as ls
 
 SCHEMA = "evalkit.loop/1"
 ROUND_KEYS = ("round", "decision", "reasons", "gated", "kl", "control", "data", "train", "train_fit", "clusters",
@@ -94,7 +95,7 @@ def build(store: RunStore, loop_id: str) -> dict[str, Any]:
             "leak": gate.get("leak"), "control_leak": gate.get("control_leak"),
             "promoted_model": (promote or {}).get("promoted_model") if decision == "promoted" else None,
         })
-    return ls._finite({  # NaN -> null, one helper for the loop's JSON
+    return json_safe({  # NaN -> null, evalkit's one helper for JSON
         "schema": SCHEMA, "loop_id": loop_id, "status": loop.get("status"), "suite_hash": loop.get("suite_hash"),
         "config": loop.get("config"),
         "split": suite.get("split_sizes") or {},

@@ -14,12 +14,11 @@ import os
 from collections import Counter
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
+from evalkit.report.jinja_env import environment
 from evalkit.store.sqlite import RunStore
-from trainloop import store as ls
+from trainloop.record import store as ls
 
-TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")  # trainloop/templates
 PRIMARY = {"mmlu": "acc", "gsm8k": "exact_match,strict-match", "ifeval": "inst_level_strict_acc"}
 
 
@@ -105,14 +104,13 @@ def page_context(store: RunStore, loop_id: str) -> dict[str, Any]:
 
 
 def write_loop_report(store: RunStore, loop_id: str, reports_dir: str = "reports") -> str:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    html = env.get_template("loop.html").render(**page_context(store, loop_id))
+    html = environment(TEMPLATES).get_template("loop.html").render(**page_context(store, loop_id))
     out_dir = os.path.join(reports_dir, loop_id)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "index.html")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(html)
-    from trainloop.loopjson import write as write_json
+    from trainloop.record.loopjson import write as write_json
 
     write_json(store, loop_id, out_dir)
     return path

@@ -10,10 +10,10 @@ from here, never from memory, which is what makes resuming exact.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
+from evalkit.jsonsafe import dumps
 from evalkit.store.sqlite import RunStore
 
 TABLES = (
@@ -144,16 +144,3 @@ def get_examples(store: RunStore, loop_id: str, rnd: int) -> list[dict[str, Any]
     return [{"kind": r["kind"], "data": json.loads(r["data_json"]), "provenance": json.loads(r["provenance_json"])}
             for r in rows]
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(_finite(value), sort_keys=True, default=str)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -1,6 +1,6 @@
 """The ``judge`` strategy (UltraFeedback-style) for targets with no verifier.
 
-Flow: prompts from the training pool nearest the failing clusters (:mod:`trainloop.select_pool`,
+Flow: prompts from the training pool nearest the failing clusters (:mod:`trainloop.strategies.select_pool`,
 already decontaminated) → candidates per prompt: k samples of the current model, the pool row's
 own reference answer, and optionally a stronger model's answer → every pair of candidates judged
 by the pairwise LLM judge in both orders (:func:`evalkit.judge.engine.judge_pairs`, cached in the
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from trainloop.pool import PoolExample
-from trainloop.sample import SamplingConfig, sample_chat
-from trainloop.strategy_self import SelfData, _chat, _pair
+from trainloop.data.pool import PoolExample
+from trainloop.strategies.sample import SamplingConfig, sample_chat
+from trainloop.strategies.self_ifeval import SelfData, _chat, _pair
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Why nearest neighbours of failing items (not of the cluster centroid): a cluster
 union of a few tight groups, and a centroid can sit between them near nothing real. Each pool row
 is scored by its best cosine to any failing member of the cluster; clusters take their allotment
 (in proportion to failure mass) best-first, a row goes to at most one cluster, and rows that would
-leak an eval item of the suite (:mod:`trainloop.decontam`) are dropped before anything is taken.
+leak an eval item of the suite (:mod:`trainloop.data.decontam`) are dropped before anything is taken.
 The pool is embedded once and reused for both tests.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trainloop.decontam import DecontamConfig, Embedder, NGramIndex, nearest
-from trainloop.pool import PoolExample
-from trainloop.targets import Target, allot
+from trainloop.data.decontam import DecontamConfig, Embedder, NGramIndex, nearest
+from trainloop.data.pool import PoolExample
+from trainloop.strategies.targets import Target, allot
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The ``self`` strategy for GSM8K-style targets: STaR / rejection sampling on pool problems with known answers.
 
-Flow: pool problems nearest the failing clusters (:mod:`trainloop.select_pool`, already
+Flow: pool problems nearest the failing clusters (:mod:`trainloop.strategies.select_pool`, already
 decontaminated) → each is sampled k times from the current model with a few-shot prefix of other
 pool problems, in lm-eval's own GSM8K format (``Question: ...\\nAnswer:``, stops at
 ``Question:``) → the final number is read the way lm-eval's filters read it and compared with the
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainloop.pool import PoolExample
-from trainloop.sample import SamplingConfig, sample_texts
-from trainloop.strategy_self import SelfData
+from trainloop.data.pool import PoolExample
+from trainloop.strategies.sample import SamplingConfig, sample_texts
+from trainloop.strategies.self_ifeval import SelfData
 
 STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")  # lm-eval gsm8k "strict-match"
 FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")  # lm-eval gsm8k "flexible-extract" (last match)

@@ -1,7 +1,7 @@
 """The ``self`` strategy for IFEval targets: rejection sampling (STaR / RFT) plus verified repairs.
 
 Flow: the failing clusters' instruction types (weighted by how often they failed) → new
-verifiable prompts (:mod:`trainloop.ifeval_data`) → decontaminated against the suite → k samples
+verifiable prompts (:mod:`trainloop.data.ifeval`) → decontaminated against the suite → k samples
 each from the current model → the official checker. Samples passing every instruction become SFT
 data; a failing sample whose repair passes becomes SFT data too (``origin: repair``). DPO pairs
 are (passing, failing) samples of one prompt and (repair, its original) — the latter is the only
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainloop.decontam import DecontamConfig, Embedder, decontaminate
-from trainloop.ifeval_data import IfevalPrompt, check, repair, sample_prompts
-from trainloop.sample import SamplingConfig, sample_chat
+from trainloop.data.decontam import DecontamConfig, Embedder, decontaminate
+from trainloop.data.ifeval import IfevalPrompt, check, repair, sample_prompts
+from trainloop.strategies.sample import SamplingConfig, sample_chat
 
 Example = tuple[str, dict[str, Any], dict[str, Any]]  # (kind, data, provenance), as the loop stores them
 

@@ -1,6 +1,6 @@
 """Verified IFEval data at volume: fill a per-cluster budget, hold some back to test the fit.
 
-Why this exists next to :mod:`trainloop.strategy_self`: a few dozen examples per round never
+Why this exists next to :mod:`trainloop.strategies.self_ifeval`: a few dozen examples per round never
 moved the 135M model (stops 12-13: 41-74 SFT examples, IFEval flat); a probe with ~370 verified
 examples of four format types did (1/128 -> 32/128 real prompts). What made the difference:
 *greedy* answers of the current model to many new prompts (one sample each: 4x the prompts of
@@ -12,7 +12,7 @@ Budget: ``per_cluster`` verified examples for each targeted cluster (a prompt co
 cluster its instruction types came from). Prompts are generated in chunks, each chunk drawn only
 from the instruction types of clusters still short, until every cluster is met or ``max_prompts``
 is spent; the stats say which (``met`` / ``exhausted``). The first ``holdout`` verified prompts
-are kept out of training: the fit check (:mod:`trainloop.fit`) runs the candidate on them.
+are kept out of training: the fit check (:mod:`trainloop.training.fit`) runs the candidate on them.
 
 Decontamination checks each new prompt's *topic* against every eval item (both halves, tax
 sets): the instruction descriptions come from lm-eval's own templates, identical in every IFEval
@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainloop.decontam import DecontamConfig, Embedder, decontaminate
-from trainloop.ifeval_data import REPAIRS, IfevalPrompt, check, repair, sample_prompts
-from trainloop.sample import SamplingConfig, sample_chat
-from trainloop.strategy_self import _chat, _pair
+from trainloop.data.decontam import DecontamConfig, Embedder, decontaminate
+from trainloop.data.ifeval import REPAIRS, IfevalPrompt, check, repair, sample_prompts
+from trainloop.strategies.sample import SamplingConfig, sample_chat
+from trainloop.strategies.self_ifeval import _chat, _pair
 
 Example = tuple[str, dict[str, Any], dict[str, Any]]
 
@@ -85,7 +85,7 @@ def clean_answer(text: str) -> str:
 
 
 def normalised(texts: Sequence[str]) -> list[str]:
-    from trainloop.decontam import words
+    from trainloop.data.decontam import words
 
     return [" " + " ".join(words(t)) + " " for t in texts]
 
@@ -210,7 +210,7 @@ def fill(lm: Any, weights: dict[str, float], sources: dict[str, list[int]], conf
 def uniform_weights() -> tuple[dict[str, float], dict[str, list[int]]]:
     """The random control's source: every instruction type the repair pipeline can verify, equally
     likely, attributed to no cluster (-1)."""
-    from trainloop.ifeval_data import available_ids
+    from trainloop.data.ifeval import available_ids
 
     ids = [i for i in available_ids() if i in REPAIRS]
     return {i: 1.0 for i in ids}, {i: [-1] for i in ids}

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from evalkit.analysis.paired import binom_two_sided
-from trainloop.ifeval_data import IfevalPrompt, check
+from trainloop.data.ifeval import IfevalPrompt, check
 
 
 @dataclass
@@ -61,7 +61,7 @@ def score_holdout(holdout: Sequence[dict[str, Any]], responses: Sequence[str]) -
 def next_training(train: Any, failures: int, max_lr: float = 4e-3) -> Any:
     """The documented rule after training failures since the last promotion: each one doubles
     the learning rate (capped at ``max_lr``) and adds one epoch. Data is doubled only after a
-    round that fitted but did not pass the gate (see ``LoopSteps.select``)."""
+    round that fitted but did not pass the gate (see :func:`trainloop.steps.select.select`)."""
     if failures <= 0:
         return train
     return replace(train, learning_rate=min(max_lr, train.learning_rate * 2 ** failures),

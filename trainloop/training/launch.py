@@ -3,8 +3,8 @@
 Why a job file and a subprocess: TRL trains on several GPUs by being started once per GPU
 (``accelerate launch --multi_gpu --num_processes N``), each process running the same script.
 The loop lives in one long-lived process that holds the store, so the training step writes
-what the trainers need (base model folder, data, :class:`~trainloop.train.TrainConfig`) to a
-JSON job, launches ``python -m trainloop.launch <job>`` under accelerate, and reads back the
+what the trainers need (base model folder, data, :class:`~trainloop.training.train.TrainConfig`) to a
+JSON job, launches ``python -m trainloop.training.launch <job>`` under accelerate, and reads back the
 result the main process wrote. With one process the same job runs in-process
 (:func:`run_job`), which is what the CPU tests exercise.
 """
@@ -20,7 +20,7 @@ from dataclasses import asdict
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from trainloop.train import TrainConfig, TrainResult, train_round
+from trainloop.training.train import TrainConfig, TrainResult, train_round
 
 
 def write_job(path: str, model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dict[str, Any]], out_dir: str,
@@ -53,7 +53,7 @@ def launch_command(job_path: str, cfg: TrainConfig) -> list[str]:
            "--num_processes", str(cfg.num_processes), "--mixed_precision", "bf16" if cfg.bf16 is not False else "no"]
     if cfg.num_processes > 1:
         cmd.append("--multi_gpu")
-    return cmd + ["-m", "trainloop.launch", job_path]
+    return cmd + ["-m", "trainloop.training.launch", job_path]
 
 
 def train_launched(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dict[str, Any]], out_dir: str,
@@ -74,5 +74,5 @@ def train_launched(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[
         return TrainResult(**json.load(fh))
 
 
-if __name__ == "__main__":  # python -m trainloop.launch <job.json>, started by accelerate launch
+if __name__ == "__main__":  # python -m trainloop.training.launch <job.json>, started by accelerate launch
     run_job(sys.argv[1])

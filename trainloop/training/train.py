@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.models.spec import ModelSpec
 
 METHODS = ("sft", "dpo", "grpo", "sft+dpo")
 
@@ -55,7 +56,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool | None = None  # None: where the hardware has fast bf16
     # GPU-only settings (documented TRL / accelerate options; nothing here has run on a GPU)
-    num_processes: int = 1  # > 1: one process per GPU under `accelerate launch --multi_gpu` (trainloop.launch)
+    num_processes: int = 1  # > 1: one process per GPU under `accelerate launch --multi_gpu` (trainloop.training.launch)
     use_vllm: bool = False  # GRPO generation through vLLM (TRL GRPOConfig.use_vllm)
     vllm_mode: str = "colocate"  # "colocate" (in the training process) or "server" (`trl vllm-serve`)
     vllm_server_base_url: str | None = None  # server mode: e.g. http://127.0.0.1:8000
@@ -99,19 +100,21 @@ def sft_rows(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _use_bf16(cfg: TrainConfig) -> bool:
+def _use_bf16(cfg: TrainConfig, spec: ModelSpec) -> bool:
+    """``cfg.bf16``, else: on a GPU where it supports bf16; on a CPU where evalkit's runtime would
+    pick bf16 for ``auto`` (native bf16 instructions; emulated bf16 is slower than fp32)."""
     if cfg.bf16 is not None:
         return cfg.bf16
     import torch
 
-    from evalkit.models.hardware import cpu_has_fast_bf16
-
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
-    return cpu_has_fast_bf16()
+    from evalkit import api
+
+    return api.resolve_runtime(spec, device="cpu", dtype="auto", backend="fast").dtype == "bfloat16"
 
 
-def _common_args(cfg: TrainConfig, out_dir: str, lr: float) -> dict[str, Any]:
+def _common_args(cfg: TrainConfig, out_dir: str, lr: float, bf16: bool) -> dict[str, Any]:
     import torch
 
     cpu = not torch.cuda.is_available()
@@ -119,7 +122,7 @@ def _common_args(cfg: TrainConfig, out_dir: str, lr: float) -> dict[str, Any]:
         "output_dir": out_dir, "learning_rate": lr, "num_train_epochs": cfg.epochs, "max_steps": cfg.max_steps,
         "per_device_train_batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
         "logging_steps": 1, "save_strategy": "no", "report_to": "none", "seed": cfg.seed, "data_seed": cfg.seed,
-        "use_cpu": cpu, "gradient_checkpointing": False, "bf16": _use_bf16(cfg), "lr_scheduler_type": "cosine",
+        "use_cpu": cpu, "gradient_checkpointing": False, "bf16": bf16, "lr_scheduler_type": "cosine",
         "warmup_steps": 0, "dataloader_num_workers": 0, "max_length": cfg.max_length,
     }
 
@@ -132,15 +135,12 @@ def _lora(cfg: TrainConfig) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def _load(model_dir: str) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load(model_dir: str) -> Any:
+    """The model to train, through an evalkit handle: fp32 master weights on the CPU (the trainer
+    moves them to the GPU when there is one), the pad token set to EOS when the tokenizer has none."""
+    from evalkit import api
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # fp32 master weights
-    return model, tok
+    return api.get_model(model_dir, device="cpu", dtype="float32")
 
 
 def _curve(log_history: list[dict[str, Any]], stage: str, offset: int) -> list[dict[str, float]]:
@@ -152,7 +152,7 @@ def _curve(log_history: list[dict[str, Any]], stage: str, offset: int) -> list[d
 def verifier_reward(name: str) -> Any:
     """A TRL reward function for a named verifier (the dataset's ``doc`` column reaches it as a kwarg)."""
     if name == "gsm8k":
-        from trainloop.strategy_gsm8k import final_answer
+        from trainloop.strategies.self_gsm8k import final_answer
 
         def gsm8k_reward(prompts: list[Any], completions: list[Any], doc: list[str], **_: Any) -> list[float]:
             """1 when the completion's final number is the known answer (lm-eval's strict, then flexible reading)."""
@@ -162,7 +162,7 @@ def verifier_reward(name: str) -> Any:
         return gsm8k_reward
     if name != "ifeval":
         raise EvalkitError(f"no GRPO verifier named '{name}' (available: ifeval, gsm8k)")
-    from trainloop.ifeval_data import IfevalPrompt, check
+    from trainloop.data.ifeval import IfevalPrompt, check
 
     def ifeval_reward(prompts: list[Any], completions: list[Any], doc: list[str], **_: Any) -> list[float]:
         """Fraction of the prompt's instructions the completion follows (denser than all-or-nothing)."""
@@ -212,7 +212,9 @@ def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dic
         raise EvalkitError("no DPO pairs selected for this round")
     if "grpo" in stages and not grpo:
         raise EvalkitError("no verifiable prompts selected for GRPO in this round")
-    model, tok = _load(model_dir)
+    handle = _load(model_dir)
+    model, tok = handle.hf.model, handle.hf.tokenizer
+    bf16 = _use_bf16(cfg, handle.spec)
     t0 = time.perf_counter()
     curve: list[dict[str, float]] = []
     info: list[dict[str, Any]] = []
@@ -220,12 +222,12 @@ def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dic
     for stage in stages:
         stage_dir = os.path.join(out_dir, f"_{stage}")
         if stage == "sft":
-            args = SFTConfig(**_common_args(cfg, stage_dir, cfg.learning_rate))
+            args = SFTConfig(**_common_args(cfg, stage_dir, cfg.learning_rate, bf16))
             data = Dataset.from_list(sft_rows(sft))
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                                  peft_config=None if _is_peft(model) else _lora(cfg))
         elif stage == "grpo":
-            common = _common_args(cfg, stage_dir, cfg.grpo_learning_rate)
+            common = _common_args(cfg, stage_dir, cfg.grpo_learning_rate, bf16)
             common.pop("max_length")
             common["per_device_train_batch_size"] = cfg.grpo_generations  # one prompt's group per step
             args = GRPOConfig(**common, num_generations=cfg.grpo_generations, max_completion_length=cfg.grpo_max_completion,
@@ -238,7 +240,7 @@ def train_round(model_dir: str, sft: Sequence[dict[str, Any]], dpo: Sequence[dic
                                   train_dataset=data, processing_class=tok,
                                   peft_config=None if _is_peft(model) else _lora(cfg))
         else:
-            args = DPOConfig(**_common_args(cfg, stage_dir, cfg.dpo_learning_rate), beta=cfg.beta)
+            args = DPOConfig(**_common_args(cfg, stage_dir, cfg.dpo_learning_rate, bf16), beta=cfg.beta)
             data = Dataset.from_list([{k: ex[k] for k in ("prompt", "chosen", "rejected")} for ex in dpo])
             trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data, processing_class=tok,
                                  peft_config=None if _is_peft(model) else _lora(cfg))
@@ -268,13 +270,15 @@ def _is_peft(model: Any) -> bool:
 
 
 def merge_adapter(base_dir: str, adapter_dir: str, out_dir: str) -> str:
-    """Base + adapter -> a plain transformers folder (the next round's base after a promotion)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Base + adapter -> a plain transformers folder (the next round's base after a promotion).
 
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    merged.save_pretrained(out_dir)
+    The handle merges the adapter into ``base_dir`` in fp32 (named explicitly rather than read from
+    the adapter's config); the tokenizer saved is the adapter's, as trained."""
+    from transformers import AutoTokenizer
+
+    from evalkit import api
+
+    spec = ModelSpec(raw=adapter_dir, kind="peft", path=base_dir, adapter=os.path.abspath(adapter_dir))
+    api.get_model(spec, device="cpu", dtype="float32").hf.model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out_dir)
     return out_dir
