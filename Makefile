@@ -12,6 +12,8 @@ MODEL ?= smollm2-135m
 SUITE ?= core
 DATA_DIR ?= $(wildcard ../shared/data)
 LIMIT ?=
+DEVICE ?=
+DTYPE ?=
 STORE ?= runs/evalkit.sqlite
 RUN ?= latest
 PYTEST_ARGS ?=
@@ -27,7 +29,7 @@ JUDGE ?= smollm2-135m
 DATA ?= $(if $(DATA_DIR),$(DATA_DIR)/preference/LLMBar_Natural.json)
 
 help:
-	@echo "make eval [MODEL=... SUITE=... DATA_DIR=... LIMIT=...]   run a suite, store every sample"
+	@echo "make eval [MODEL=... SUITE=... DATA_DIR=... LIMIT=... DEVICE=... DTYPE=...]   run a suite, store every sample"
 	@echo "make test                                                 the test suite (sets up .venv first)"
 	@echo "make runs | make show RUN=<id|latest>                     inspect the run store ($(STORE))"
 	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
@@ -66,7 +68,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 eval: setup
 	$(EVALKIT) --store $(STORE) eval --model "$(MODEL)" --suite "$(SUITE)" \
-		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT))
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) \
+		$(if $(DEVICE),--device "$(DEVICE)") $(if $(DTYPE),--dtype "$(DTYPE)")
 
 runs: setup
 	$(EVALKIT) --store $(STORE) runs
@@ -89,7 +92,8 @@ loop: setup
 		$(call given,ROUNDS,rounds) $(call given,METHOD,method) $(if $(STRATEGY),--strategy "$(STRATEGY)") $(if $(POOL),--pool "$(POOL)") $(if $(TEACHER),--teacher "$(TEACHER)") \
 		$(call given,JUDGE,judge) $(if $(CONTROL),--control "$(CONTROL)") $(if $(EXPORT_DIR),--export-dir "$(EXPORT_DIR)") \
 		$(if $(PLAN),--plan) $(if $(ALLOW_UNDERPOWERED),--allow-underpowered) \
-		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) $(if $(LOOP_CONFIG),--config "$(LOOP_CONFIG)")
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) $(if $(LOOP_CONFIG),--config "$(LOOP_CONFIG)") \
+		$(if $(DEVICE),--device "$(DEVICE)") $(if $(DTYPE),--dtype "$(DTYPE)")
 
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) bench/compare_lmeval.py $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(BENCH_ARGS)

@@ -140,3 +140,16 @@ def test_loop_command_runs_end_to_end_through_the_parser(tmp_path, monkeypatch, 
     assert out[0].startswith("loop loop-") and "r1:promote" in out[0]
     assert out[1].startswith("loop report: ") and out[-1].startswith("{")
     assert RunStore(store, create=False).path == store
+
+
+def test_device_and_dtype_are_flags_and_enter_the_loop_id_only_when_set() -> None:
+    from trainloop.config import LoopConfig
+
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers())
+    args = p.parse_args(["loop", "--device", "cpu", "--dtype", "float32"])
+    assert (args.device, args.dtype) == ("cpu", "float32")
+    base = LoopConfig()
+    assert LoopConfig(device="auto", dtype="auto").identity() == base.identity()  # older loops keep their ids
+    assert LoopConfig(device="cpu").identity() != base.identity()
+    assert LoopConfig(dtype="float32").identity() != base.identity()

@@ -73,6 +73,10 @@ class LoopConfig:
     data_dir: str | None = opt(None, "local mirror of the datasets", env="EVALKIT_DATA_DIR")
     limit: int | None = opt(None, "cap every suite entry at N samples (tests, smoke runs)")
     batch_size: int = opt(8, "rows per forward pass (evaluation and sampling)")
+    device: str = opt("auto", "where evaluation, sampling and KL run: auto | cpu | cuda[:N] (auto: cuda when "
+                              "present; training uses a visible GPU either way)")
+    dtype: str = opt("auto", "evaluation and sampling dtype: auto | bfloat16 | float16 | float32 (auto: bf16 on "
+                             "GPUs and bf16-capable CPUs, else float32; KL is always scored in float32)")
     seed: int = opt(0, "seed of every sampled choice (data, training, bootstrap)")
 
     def __post_init__(self) -> None:
@@ -96,6 +100,9 @@ class LoopConfig:
     def identity(self) -> str:
         d = self.to_dict()
         d.pop("rounds")
+        for key in ("device", "dtype"):  # "auto" is left out, so loops from before these settings keep their ids
+            if d.get(key) == "auto":
+                d.pop(key)
         return "loop-" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:

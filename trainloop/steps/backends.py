@@ -22,7 +22,8 @@ def _eval(cfg: LoopConfig, model: str, store: Any, part: str = "all") -> dict[st
     from evalkit import api
 
     res = api.evaluate(api.EvalSettings(model=model, suite=cfg.suite, data_dir=cfg.data_dir, limit=cfg.limit,
-                                        batch_size=cfg.batch_size, part=part), store)  # same identity: reused
+                                        batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
+                                        part=part), store)  # same identity: reused
     return {"run_id": res.run_id, "suite_hash": res.suite_hash, "reused": res.reused, "part": part}
 
 
@@ -43,7 +44,7 @@ def _lm(cfg: LoopConfig, model: str) -> Any:
 
     # sampling always goes through evalkit's FastLM (continuous batching, see trainloop.strategies.sample),
     # whatever lm-eval scheduler EVALKIT_LM_BACKEND picks for evaluation
-    return api.get_model(model, batch_size=cfg.batch_size, backend="fast").lmeval
+    return api.get_model(model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, backend="fast").lmeval
 
 
 def _model_dir(model: str) -> str:
@@ -59,7 +60,7 @@ def _kl(cfg: LoopConfig, policy: str, ref: str, prompts: list[str], store: Any) 
     from evalkit import api
     from evalkit.store.analyses import save_kl
 
-    res = api.measure_kl(policy, ref, prompts, max_new_tokens=cfg.kl_max_new_tokens, seed=cfg.seed)
+    res = api.measure_kl(policy, ref, prompts, max_new_tokens=cfg.kl_max_new_tokens, seed=cfg.seed, device=cfg.device)
     kid = save_kl(store, **res.store_fields())
     return {"kl_id": kid, "mean_kl": res.mean_kl, "k1": res.k1, "k3": res.k3, "kl_stderr": res.kl_stderr,
             "n_tokens": res.n_tokens, "method": res.method}
