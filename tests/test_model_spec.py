@@ -88,3 +88,29 @@ def test_evalkit_is_registered_as_an_lm_eval_model():
 
     cls = get_model("evalkit")
     assert hasattr(cls, "create_from_arg_string") and hasattr(cls, "create_from_arg_obj")
+
+
+def test_vllm_knobs_ride_in_the_model_string_and_reach_both_backends(monkeypatch) -> None:
+    from evalkit.engines.inspect import model_api
+    from evalkit.models.lmeval_lm import vllm_model_args
+
+    spec = parse_model("vllm:HuggingFaceTB/SmolLM2-135M-Instruct,tensor_parallel_size=2,data_parallel_size=2,"
+                       "gpu_memory_utilization=0.9,max_model_len=4096")
+    assert spec.path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    args = vllm_model_args(spec, "bfloat16")
+    assert (args["tensor_parallel_size"], args["data_parallel_size"], args["gpu_memory_utilization"],
+            args["max_model_len"]) == (2, 2, 0.9, 4096)
+    monkeypatch.setattr("evalkit.models.hardware.cuda_available", lambda: True)
+    name, server = model_api.vllm_model_args(spec, "bfloat16")
+    assert name == "vllm/HuggingFaceTB/SmolLM2-135M-Instruct" and server["max_model_len"] == 4096
+    assert server["tensor_parallel_size"] == 2
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("vllm:org/m,tensor_parallel=2", "expected key=value with key one of"),
+    ("vllm:org/m,max_model_len=lots", "is not a int"),
+    ("vllm:org/m,gpu_memory_utilization=1.5", "out of range"),
+])
+def test_bad_vllm_knobs_are_one_line(bad: str, why: str) -> None:
+    with pytest.raises(EvalkitError, match=why):
+        parse_model(bad)

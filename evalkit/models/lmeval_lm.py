@@ -221,13 +221,15 @@ def _openai_lm_class() -> type:
 
 
 def vllm_model_args(spec: ModelSpec, dtype: str | None = "auto", tensor_parallel_size: int = 1) -> dict[str, Any]:
-    """lm-eval ``vllm`` backend arguments (documented in lm-eval's vllm_causallms)."""
+    """lm-eval ``vllm`` backend arguments (documented in lm-eval's vllm_causallms); knobs given in the
+    model string (``vllm:<model>,tensor_parallel_size=2,max_model_len=4096``) override the defaults."""
     return {
         "pretrained": spec.path,
         "dtype": resolve_dtype(dtype, "cuda"),
         "tensor_parallel_size": tensor_parallel_size,
         "gpu_memory_utilization": 0.85,
         "batch_size": "auto",
+        **dict(spec.options),
     }
 
 

@@ -42,10 +42,34 @@ class ModelSpec:
     adapter: str | None = None  # PEFT adapter folder
     base_url: str | None = None  # openai form
     model_name: str | None = None  # openai form
+    options: tuple[tuple[str, int | float], ...] = ()  # vllm form: engine knobs (VLLM_OPTIONS), in given order
 
     @property
     def is_local_weights(self) -> bool:
         return self.kind in ("embedded", "hf_dir", "peft", "gguf")
+
+
+#: vLLM engine knobs a ``vllm:`` model string may carry (``vllm:<model>,tensor_parallel_size=2,...``),
+#: passed to lm-eval's ``vllm`` backend as model_args; each with its type.
+VLLM_OPTIONS: dict[str, type] = {"tensor_parallel_size": int, "data_parallel_size": int,
+                                 "gpu_memory_utilization": float, "max_model_len": int}
+
+
+def _vllm_options(text: str, knobs: list[str]) -> tuple[tuple[str, int | float], ...]:
+    out: dict[str, int | float] = {}
+    for knob in (k.strip() for k in knobs):
+        key, sep, value = knob.partition("=")
+        if not sep or key not in VLLM_OPTIONS:
+            raise EvalkitError(f"model '{text}': vllm option '{knob}': expected key=value with key one of "
+                               f"{', '.join(VLLM_OPTIONS)}")
+        try:
+            number = VLLM_OPTIONS[key](value)
+        except ValueError:
+            raise EvalkitError(f"model '{text}': vllm option {key}={value!r} is not a {VLLM_OPTIONS[key].__name__}") from None
+        if number <= 0 or (key == "gpu_memory_utilization" and number > 1):
+            raise EvalkitError(f"model '{text}': vllm option {key}={value} is out of range")
+        out[key] = number
+    return tuple(out.items())
 
 
 def parse_model(raw: str) -> ModelSpec:
@@ -58,10 +82,10 @@ def parse_model(raw: str) -> ModelSpec:
     if text.startswith("openai:"):
         return _parse_openai(text)
     if text.startswith("vllm:"):
-        target = text[len("vllm:") :].strip()
-        if not target:
+        target, *knobs = text[len("vllm:") :].strip().split(",")
+        if not target.strip():
             raise EvalkitError(f"model '{text}': vllm: needs a hub id or folder, e.g. vllm:HuggingFaceTB/SmolLM2-135M-Instruct")
-        return ModelSpec(raw=text, kind="vllm", path=target)
+        return ModelSpec(raw=text, kind="vllm", path=target.strip(), options=_vllm_options(text, knobs))
     path = os.path.expanduser(text)
     if path.endswith(".gguf"):
         if not os.path.isfile(path):

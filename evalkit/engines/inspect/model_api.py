@@ -206,7 +206,9 @@ def vllm_model_args(spec: ModelSpec, dtype: str = "auto") -> tuple[str, dict[str
     if not cuda_available():
         raise EvalkitError(f"model '{spec.raw}': vLLM needs a CUDA GPU and none is visible on this machine")
     # a handle's dtype is already resolved (a no-op here); "auto" from a direct call resolves like a handle's
-    return f"vllm/{spec.path}", {"dtype": resolve_runtime(spec, dtype=dtype).dtype, "gpu_memory_utilization": 0.85}
+    # the model string's engine knobs (tensor_parallel_size, max_model_len, ...) become `vllm serve` server args
+    return f"vllm/{spec.path}", {"dtype": resolve_runtime(spec, dtype=dtype).dtype, "gpu_memory_utilization": 0.85,
+                                 **dict(spec.options)}
 
 
 def _served(spec: ModelSpec, name: str, config: GenerateConfig, kwargs: dict[str, Any]) -> Model:
