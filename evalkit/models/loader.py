@@ -161,7 +161,7 @@ def load_causal_lm(
         kwargs["revision"] = weights.revision
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights.source, **({"revision": weights.revision} if weights.revision else {}))
-        model = AutoModelForCausalLM.from_pretrained(weights.source, **kwargs)
+        model = _from_pretrained(AutoModelForCausalLM, weights.source, kwargs, cuda=str(dev).startswith("cuda"))
     except OSError as exc:
         if spec.kind == "hub" or (spec.kind == "peft" and not os.path.isdir(weights.source)):
             raise EvalkitError(
@@ -180,3 +180,15 @@ def load_causal_lm(
     model.to(dev)
     model.eval()
     return LoadedModel(spec=spec, weights=weights, model=model, tokenizer=tokenizer, dtype=dt, device=dev)
+
+
+def _from_pretrained(auto_cls: Any, source: str, kwargs: dict[str, Any], *, cuda: bool) -> Any:
+    """On CUDA ask for SDPA attention (fused kernels; FastLM's CUDA decode passes a 4-D mask SDPA
+    accepts), falling back to the model's default where it has no SDPA implementation. On CPU
+    the call is unchanged (the model's default attention)."""
+    if cuda and "attn_implementation" not in kwargs:
+        try:
+            return auto_cls.from_pretrained(source, **kwargs, attn_implementation="sdpa")
+        except (ValueError, ImportError, NotImplementedError):
+            pass
+    return auto_cls.from_pretrained(source, **kwargs)
