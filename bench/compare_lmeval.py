@@ -18,6 +18,14 @@ Why it is built this way:
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/compare_lmeval.py            # full run
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/compare_lmeval.py --mmlu-limit 2 --gsm8k-limit 4 \\
         --probe-mmlu-limit 1 --probe-gsm8k-limit 4 --stock-batch-sizes 1,8        # smoke test
+    python bench/compare_lmeval.py --device cuda --stock-batch-sizes 8,32,64,auto   # GPU run
+
+``--device cuda`` (both arms on the GPU, bf16 by default): no address-space cap in the workers (RLIMIT_AS breaks
+CUDA initialisation, which reserves far more virtual memory than it uses), ``torch.cuda.synchronize()`` before every
+timer stops, peak GPU memory per arm (``torch.cuda.max_memory_allocated`` after a reset), and output to
+bench/RESULTS-cuda.md + bench/results-cuda.json so the CPU numbers are kept. Every arm also reports model time (time
+inside ``loglikelihood`` / ``generate_until``), prefill tok/s (input tokens of the loglikelihood requests / their
+model time) and decode tok/s (generated tokens / generation model time), tokens counted with the model's tokenizer.
 """
 
 from __future__ import annotations
@@ -178,6 +186,52 @@ def mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def default_outputs(device: str) -> tuple[str, str]:
+    """``(--out, --json)`` defaults: CPU numbers live in bench/RESULTS.md + results.json, GPU ones beside them."""
+    if device == "cpu":
+        return os.path.join("bench", "RESULTS.md"), os.path.join("bench", "results.json")
+    return os.path.join("bench", f"RESULTS-{device}.md"), os.path.join("bench", f"results-{device}.json")
+
+
+def worker_mem_cap(device: str, mem_gb: float) -> float:
+    """The address-space cap a worker applies: none on CUDA (the driver maps huge virtual ranges, so RLIMIT_AS makes
+    ``cudaInit`` fail with out-of-memory), ``mem_gb`` on CPU."""
+    return 0.0 if device != "cpu" else mem_gb
+
+
+def arm_model(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """How a worker builds its arm: stock -> lm-eval ``HFLM`` keyword arguments; evalkit -> the
+    ``create_from_arg_string`` string of the registered ``evalkit`` model (device and dtype in both)."""
+    device, dtype = job.get("device", "cpu"), job["dtype"]
+    if job["arm"] == "stock":
+        return "hf", {"pretrained": job["model_dir"], "dtype": dtype, "batch_size": job["batch_size"], "device": device}
+    return "evalkit", {"arg_string": f"model={job['model']},dtype={dtype},device={device}", "additional_config": {"device": device}}
+
+
+def request_tokens(requests: list[Any], encode: Any) -> int:
+    """Input tokens of lm-eval loglikelihood requests (``Instance.args == (context, continuation)``): the context
+    and the continuation are encoded apart, as lm-eval's HF backend does, and summed."""
+    total = 0
+    for req in requests:
+        args = getattr(req, "args", req)
+        total += sum(len(encode(part)) for part in args[:2] if isinstance(part, str) and part)
+    return total
+
+
+def throughput(model_stats: dict[str, float]) -> dict[str, float | None]:
+    """Prefill tok/s = loglikelihood input tokens / loglikelihood model time; decode tok/s = generated tokens /
+    generation model time (``None`` where that kind of request did not run); model_s = both times together."""
+    ll_s, gen_s = model_stats.get("loglikelihood_s", 0.0), model_stats.get("generate_s", 0.0)
+    ll_tok, gen_tok = model_stats.get("loglikelihood_tokens", 0), model_stats.get("generated_tokens", 0)
+    return {"model_s": ll_s + gen_s,
+            "prefill_tok_s": ll_tok / ll_s if ll_s > 0 and ll_tok else None,
+            "decode_tok_s": gen_tok / gen_s if gen_s > 0 and gen_tok else None}
+
+
+def _mib(x: float | None) -> str:
+    return "—" if x is None else f"{x / 2**20:,.0f} MiB"
+
+
 def score_label(scores: dict[str, float] | None) -> str:
     """MMLU: acc; GSM8K: exact match strict / flexible."""
     if not scores:
@@ -237,7 +291,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
               f"- date: {rep['date']}",
               f"- machine: {env['cpu']}, {env['cores']} cores, torch threads {env.get('torch_threads', '?')}",
               f"- versions: torch {env['torch']}, transformers {env['transformers']}, lm_eval {env['lm_eval']}",
-              f"- model: {rep['model']} ({rep.get('dtype', 'bfloat16')}, cpu); seeds {rep['seed']}; repeats {rep['repeats']} "
+              *([f"- GPU: {env['gpu']}"] if env.get("gpu") else []),
+              f"- model: {rep['model']} ({rep.get('dtype', 'bfloat16')}, {rep.get('device', 'cpu')}); seeds {rep['seed']}; repeats {rep['repeats']} "
               f"(arm order per task: {', '.join(arm_order(rep['repeats']))}); each arm in its own subprocess, "
               "only `simple_evaluate` timed",
               f"- limits: MMLU {rep['limits'].get('mmlu') or 'all'} per subject ({rep.get('mmlu_subjects', '?')} subjects, 5-shot), "
@@ -262,6 +317,16 @@ def render_markdown(rep: dict[str, Any]) -> str:
               "Model load (not in the ratio): " + "; ".join(
                   f"{r['task']} stock {_f(r.get('stock_load_s'), '.1f')} s, evalkit {_f(r.get('evalkit_load_s'), '.1f')} s"
                   for r in rep["rows"]), ""]
+    if any(r.get(f"{a}_tput") for r in rep["rows"] for a in ARMS):
+        lines += ["### Throughput (model time = time inside loglikelihood / generate_until)", "",
+                  "| task | arm | wall s | model s | prefill tok/s | decode tok/s | peak GPU memory |", "|---|---|---|---|---|---|---|"]
+        for r in rep["rows"]:
+            for arm in ARMS:
+                tp = r.get(f"{arm}_tput") or {}
+                lines.append(f"| {r['task']} | {arm} | {_f(r.get(f'{arm}_s'))} | {_f(tp.get('model_s'))} | "
+                             f"{_f(tp.get('prefill_tok_s'), ',.0f')} | {_f(tp.get('decode_tok_s'), ',.0f')} | "
+                             f"{_mib(r.get(f'{arm}_peak_mem'))} |")
+        lines.append("")
     floors = [(r["task"], f) for r in rep["rows"] for f in r.get("noise_floor") or []]
     if floors:
         lines += [f"### {rep.get('dtype', 'bfloat16')} noise floor (probe subset: stock vs itself at other batch sizes, and vs evalkit)", "",
@@ -315,66 +380,120 @@ def worker_eval(job: dict[str, Any]) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    cuda = job.get("device", "cpu").startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     t0 = time.perf_counter()
-    if job["arm"] == "stock":
+    kind, kwargs = arm_model(job)
+    if kind == "hf":
         from lm_eval.models.huggingface import HFLM
 
-        lm = HFLM(pretrained=job["model_dir"], dtype=job["dtype"], batch_size=job["batch_size"], device="cpu")
+        lm = HFLM(**kwargs)
     else:
         import evalkit.models.lmeval_lm  # noqa: F401  (registers the "evalkit" model name)
         from lm_eval.api.registry import get_model
 
-        lm = get_model("evalkit").create_from_arg_string(f"model={job['model']},dtype={job['dtype']}", {"device": "cpu"})
+        lm = get_model("evalkit").create_from_arg_string(kwargs["arg_string"], kwargs["additional_config"])
+    sync()
     load_s = time.perf_counter() - t0
+    model_stats = _instrument(lm, sync)
     stats0 = getattr(lm, "stats", None)
     stats0 = dict(stats0) if isinstance(stats0, dict) else None
     seed = job["seed"]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t1 = time.perf_counter()
     out = simple_evaluate(model=lm, tasks=list(job["configs"].values()), limit=job["limit"], log_samples=True,
                           apply_chat_template=False, fewshot_as_multiturn=False,
                           random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
                           bootstrap_iters=0, task_manager=TaskManager(include_defaults=False))
+    sync()
     eval_s = time.perf_counter() - t1
+    peak_mem = torch.cuda.max_memory_allocated() if cuda else None
     stats1 = getattr(lm, "stats", None)
     stats1 = dict(stats1) if isinstance(stats1, dict) else None
     types = {t: c.get("output_type", "generate_until") for t, c in job["configs"].items()}
     records = compact_samples(out["samples"], types)
     return {"arm": job["arm"], "load_s": load_s, "eval_s": eval_s, "n": len(records), "records": records,
             "results": out["results"], "stats": _numeric_delta(stats0, stats1), "stats_raw": stats1,
-            "lm_class": f"{type(lm).__module__}.{type(lm).__qualname__}", "torch_threads": torch.get_num_threads()}
+            "lm_class": f"{type(lm).__module__}.{type(lm).__qualname__}", "torch_threads": torch.get_num_threads(),
+            "model_stats": model_stats, "tput": throughput(model_stats), "peak_mem": peak_mem,
+            "gpu": torch.cuda.get_device_name() if cuda else None}
+
+
+def _instrument(lm: Any, sync: Any) -> dict[str, float]:
+    """Wrap ``lm.loglikelihood`` / ``lm.generate_until`` on the instance (lm-eval's evaluator calls them through
+    ``getattr``) to time them (synchronised) and count their tokens with the model's own tokenizer; token counting
+    runs outside the timed span."""
+    stats: dict[str, float] = {"loglikelihood_s": 0.0, "loglikelihood_tokens": 0, "generate_s": 0.0, "generated_tokens": 0,
+                               "loglikelihood_requests": 0, "generate_requests": 0}
+    tok = lm.tokenizer
+
+    def encode(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    ll, gen = lm.loglikelihood, lm.generate_until
+
+    def loglikelihood(requests: list[Any], *a: Any, **kw: Any) -> Any:
+        sync()
+        t = time.perf_counter()
+        res = ll(requests, *a, **kw)
+        sync()
+        stats["loglikelihood_s"] += time.perf_counter() - t
+        stats["loglikelihood_requests"] += len(requests)
+        stats["loglikelihood_tokens"] += request_tokens(requests, encode)
+        return res
+
+    def generate_until(requests: list[Any], *a: Any, **kw: Any) -> Any:
+        sync()
+        t = time.perf_counter()
+        res = gen(requests, *a, **kw)
+        sync()
+        stats["generate_s"] += time.perf_counter() - t
+        stats["generate_requests"] += len(requests)
+        stats["generated_tokens"] += sum(len(encode(r)) for r in res if isinstance(r, str))
+        return res
+
+    lm.loglikelihood, lm.generate_until = loglikelihood, generate_until
+    return stats
 
 
 def worker_compute(job: dict[str, Any]) -> dict[str, Any]:
     """bf16 matmul peak, and a direct prefill microbenchmark of the model (batch x seq tokens)."""
     import torch
 
+    device = job.get("device", "cpu")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     mm = []
-    for n in (1024, 2048, 4096):
-        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    for n in (1024, 2048, 4096) if device == "cpu" else (2048, 4096, 8192):
+        a, b = (torch.randn(n, n, dtype=torch.bfloat16, device=device) for _ in range(2))
         for _ in range(3):
             torch.matmul(a, b)
+        sync()
         best = float("inf")
         for _ in range(job.get("reps", 10)):  # best of many: the machine is shared, take its quiet moments
             t = time.perf_counter()
             torch.matmul(a, b)
+            sync()
             best = min(best, time.perf_counter() - t)
         mm.append({"n": n, "best_s": best, "gflops": 2 * n**3 / best / 1e9})
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(job["model_dir"], dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(job["model_dir"], dtype=torch.bfloat16).to(device).eval()
     emb = model.get_input_embeddings().weight
     # unique parameters (a tied LM head shares the embedding tensor, so it is counted once here)
     total = sum(p.numel() for p in model.parameters())
     tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is emb
     matmul_params = total if tied else total - emb.numel()
     batch, seq = job.get("batch", 8), job.get("seq", 512)
-    ids = torch.randint(0, emb.shape[0], (batch, seq), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, emb.shape[0], (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         model(ids)
+        sync()
         best = float("inf")
         for _ in range(3):
             t = time.perf_counter()
             model(ids)
+            sync()
             best = min(best, time.perf_counter() - t)
     return {"matmul": mm, "peak_gflops": max(m["gflops"] for m in mm), "matmul_params": matmul_params,
             "total_params": total, "tied_lm_head": tied, "torch_threads": torch.get_num_threads(),
@@ -384,7 +503,7 @@ def worker_compute(job: dict[str, Any]) -> dict[str, Any]:
 def worker_main(job_path: str) -> int:
     with open(job_path, encoding="utf-8") as fh:
         job = json.load(fh)
-    _limit_memory(job.get("mem_gb", 0))
+    _limit_memory(worker_mem_cap(job.get("device", "cpu"), job.get("mem_gb", 0)))
     res = worker_compute(job) if job["kind"] == "compute" else worker_eval(job)
     with open(job["out"], "w", encoding="utf-8") as fh:
         json.dump(res, fh, default=str)
@@ -467,10 +586,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="both arms' weights and activations (float32: the exactness check, free of bf16 rounding noise)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mem-limit-gb", type=float, default=12.0, help="address-space cap per worker (0: none)")
-    p.add_argument("--out", default=os.path.join("bench", "RESULTS.md"))
-    p.add_argument("--json", default=os.path.join("bench", "results.json"))
-    return p.parse_args(argv)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="both arms' device (cuda: no address-space cap, synchronised timers, peak GPU memory)")
+    p.add_argument("--mem-limit-gb", type=float, default=12.0, help="address-space cap per CPU worker (0: none; never on cuda)")
+    p.add_argument("--out", default=None, help="markdown report (default bench/RESULTS.md; bench/RESULTS-cuda.md on cuda)")
+    p.add_argument("--json", default=None, help="JSON report (default bench/results.json; bench/results-cuda.json on cuda)")
+    args = p.parse_args(argv)
+    out, js = default_outputs(args.device)
+    args.out, args.json = args.out or out, args.json or js
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -501,11 +625,17 @@ def main(argv: list[str] | None = None) -> int:
     probe_limits = {"mmlu": args.probe_mmlu_limit, "gsm8k": args.probe_gsm8k_limit}
     workdir = tempfile.mkdtemp(prefix="compare_lmeval_")
     print(f"model {args.model} ({model_dir}); worker logs in {workdir}", flush=True)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda but torch sees no CUDA GPU", file=sys.stderr)
+            return 2
     base = {"kind": "eval", "model": args.model, "model_dir": model_dir, "seed": args.seed, "mem_gb": args.mem_limit_gb,
-            "dtype": args.dtype}
+            "dtype": args.dtype, "device": args.device}
     rep: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "env": environment(),
                            "command": shlex.join(["OMP_WAIT_POLICY=PASSIVE", "python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-                           "model": args.model, "dtype": args.dtype, "seed": args.seed, "repeats": args.repeats, "limits": limits,
+                           "model": args.model, "dtype": args.dtype, "device": args.device, "seed": args.seed, "repeats": args.repeats, "limits": limits,
                            "probe_limits": probe_limits, "mmlu_subjects": len(configs.get("mmlu", {})) or None,
                            "probe": [], "chosen": {}, "rows": [], "compute": {}}
 
@@ -552,6 +682,15 @@ def main(argv: list[str] | None = None) -> int:
             row[f"{arm}_load_s"] = mean([r["load_s"] for r in ok])
             row[f"{arm}_scores"] = task_scores(ok[0]["records"]) if ok else None
             row[f"{arm}_n"] = ok[0]["n"] if ok else None
+        for arm in ARMS:
+            ok = runs[arm]
+            row[f"{arm}_model_stats"] = [r.get("model_stats") for r in ok]
+            tps = [r["tput"] for r in ok if r.get("tput")]
+            row[f"{arm}_tput"] = {k: mean([tp[k] for tp in tps if tp.get(k) is not None]) for k in tps[0]} if tps else None
+            mems = [r["peak_mem"] for r in ok if r.get("peak_mem") is not None]
+            row[f"{arm}_peak_mem"] = max(mems) if mems else None
+            if ok and ok[0].get("gpu"):
+                rep["env"]["gpu"] = ok[0]["gpu"]
         row["evalkit_lm_class"] = runs["evalkit"][0]["lm_class"] if runs["evalkit"] else None
         row["evalkit_stats"] = [r.get("stats") for r in runs["evalkit"]]
         if runs["stock"] and runs["evalkit"]:

@@ -104,3 +104,95 @@ def test_render_markdown_tables():
     assert "stock, evalkit, evalkit, stock" in md and "CPU X" in md and "--gsm8k-limit 4" in md
     assert "peak 400 GFLOP/s" in md and "67.2% of peak" in md and "no prefill stats" in md
     assert cmp.score_label({"exact_match,strict-match": 0.1, "exact_match,flexible-extract": 0.2}) == "EM strict 0.1000 / flex 0.2000"
+
+
+# ---------------------------------------------------------------- --device plumbing, tokens/s (issue: the GPU path)
+
+def test_device_defaults_keep_cpu_outputs():
+    args = cmp.parse_args([])
+    assert args.device == "cpu" and args.out == "bench/RESULTS.md" and args.json == "bench/results.json"
+    args = cmp.parse_args(["--device", "cuda"])
+    assert args.out == "bench/RESULTS-cuda.md" and args.json == "bench/results-cuda.json"
+    args = cmp.parse_args(["--device", "cuda", "--out", "x.md", "--json", "x.json"])
+    assert (args.out, args.json) == ("x.md", "x.json")
+    with pytest.raises(SystemExit):
+        cmp.parse_args(["--device", "tpu"])
+
+
+def test_no_address_cap_on_cuda(tmp_path, monkeypatch):
+    assert cmp.worker_mem_cap("cpu", 12.0) == 12.0
+    assert cmp.worker_mem_cap("cuda", 12.0) == 0.0
+    caps = []
+    monkeypatch.setattr(cmp, "_limit_memory", caps.append)
+    monkeypatch.setattr(cmp, "worker_eval", lambda job: {"ok": job["device"]})
+    for device in ("cpu", "cuda"):
+        job = tmp_path / f"{device}.json"
+        job.write_text(cmp.json.dumps({"kind": "eval", "device": device, "mem_gb": 12.0, "out": str(tmp_path / f"{device}.out")}))
+        assert cmp.worker_main(str(job)) == 0
+    assert caps == [12.0, 0.0]
+
+
+def test_arm_model_passes_device_and_dtype_to_both_arms():
+    job = {"arm": "stock", "model": "smollm2-135m", "model_dir": "/m", "dtype": "bfloat16", "batch_size": 16, "device": "cuda"}
+    kind, kw = cmp.arm_model(job)
+    assert kind == "hf" and kw == {"pretrained": "/m", "dtype": "bfloat16", "batch_size": 16, "device": "cuda"}
+    kind, kw = cmp.arm_model({**job, "arm": "evalkit"})
+    assert kind == "evalkit" and kw["arg_string"] == "model=smollm2-135m,dtype=bfloat16,device=cuda"
+    assert kw["additional_config"] == {"device": "cuda"}
+    assert cmp.arm_model({k: v for k, v in job.items() if k != "device"})[1]["device"] == "cpu"
+
+
+def test_request_tokens_and_throughput():
+    class Req:
+        def __init__(self, *args):
+            self.args = args
+
+    encode = str.split  # one "token" per word
+    reqs = [Req("a b c", " d"), Req("a b c", " e f"), Req("", " x")]
+    assert cmp.request_tokens(reqs, encode) == 4 + 5 + 1
+    assert cmp.request_tokens([("a b", " c")], encode) == 3  # plain tuples too
+    tp = cmp.throughput({"loglikelihood_s": 2.0, "loglikelihood_tokens": 1000, "generate_s": 4.0, "generated_tokens": 200})
+    assert tp == {"model_s": 6.0, "prefill_tok_s": 500.0, "decode_tok_s": 50.0}
+    tp = cmp.throughput({"loglikelihood_s": 2.0, "loglikelihood_tokens": 1000})
+    assert tp["decode_tok_s"] is None and tp["model_s"] == 2.0
+    assert cmp.throughput({})["prefill_tok_s"] is None
+
+
+def test_instrument_times_and_counts():
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": text.split()}
+
+    class LM:
+        tokenizer = Tok()
+
+        def loglikelihood(self, requests, disable_tqdm=False):
+            return [(-1.0, True)] * len(requests)
+
+        def generate_until(self, requests, disable_tqdm=False):
+            return ["one two three" for _ in requests]
+
+    class Req:
+        def __init__(self, *args):
+            self.args = args
+
+    lm, synced = LM(), []
+    stats = cmp._instrument(lm, lambda: synced.append(1))
+    assert lm.loglikelihood([Req("a b", " c"), Req("a b", " d")]) == [(-1.0, True)] * 2
+    assert lm.generate_until([Req("q", {})]) == ["one two three"]
+    assert stats["loglikelihood_tokens"] == 6 and stats["loglikelihood_requests"] == 2
+    assert stats["generated_tokens"] == 3 and stats["generate_requests"] == 1
+    assert stats["loglikelihood_s"] >= 0 and len(synced) == 4  # synchronised before start and before stop
+
+
+def test_render_throughput_table():
+    rep = {"date": "d", "env": {"cpu": "c", "cores": 16, "torch": "2", "transformers": "5", "lm_eval": "0.4", "gpu": "NVIDIA H100"},
+           "command": "python bench/compare_lmeval.py --device cuda", "model": "m", "seed": 0, "repeats": 1,
+           "device": "cuda", "limits": {"mmlu": 2, "gsm8k": 4}, "chosen": {},
+           "rows": [{"task": "mmlu", "stock_s": 3.0, "evalkit_s": 1.0, "stock_peak_mem": 2**30, "evalkit_peak_mem": 2**29,
+                     "stock_tput": {"model_s": 2.5, "prefill_tok_s": 10000.0, "decode_tok_s": None},
+                     "evalkit_tput": {"model_s": 0.9, "prefill_tok_s": 30000.0, "decode_tok_s": None}}]}
+    md = cmp.render_markdown(rep)
+    assert "(bfloat16, cuda)" in md and "- GPU: NVIDIA H100" in md
+    assert "| mmlu | stock | 3.0 | 2.5 | 10,000 | — | 1,024 MiB |" in md
+    assert "| mmlu | evalkit | 1.0 | 0.9 | 30,000 | — | 512 MiB |" in md
