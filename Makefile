@@ -17,6 +17,8 @@ LIMIT ?=
 DEVICE ?=
 DTYPE ?=
 STORE ?= runs/evalkit.sqlite
+NAME ?=
+TAG ?=
 RUN ?= latest
 PYTEST_ARGS ?=
 
@@ -72,7 +74,8 @@ $(STAMP): requirements.txt pyproject.toml
 eval: setup
 	$(EVALKIT) --store $(STORE) eval --model "$(MODEL)" --suite "$(SUITE)" \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(LIMIT),--limit $(LIMIT)) \
-		$(if $(DEVICE),--device "$(DEVICE)") $(if $(DTYPE),--dtype "$(DTYPE)")
+		$(if $(DEVICE),--device "$(DEVICE)") $(if $(DTYPE),--dtype "$(DTYPE)") \
+		$(if $(NAME),--name "$(NAME)") $(foreach t,$(TAG),--tag "$(t)")
 
 runs: setup
 	$(EVALKIT) --store $(STORE) runs

@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,21 @@ class EvalSettings:
     batch_size: int = 8
     progress: bool = True
     force: bool = False  # evaluate again even when a complete run of this identity exists
+    include_path: tuple[str, ...] = ()  # --include-path: lm-eval task folders for every lm-eval entry (hashed)
     part: str = "all"  # "confirm": entries with a confirm_fraction run their confirmation half only
+    # labels stored with the run, not part of its identity: a reused or resumed run gets them too
+    # (tags merged in, a name replaces the old one). ``tags`` may be given as a dict; it is kept
+    # as sorted (key, value) pairs so the settings stay frozen and hashable.
+    name: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        pairs = self.tags.items() if isinstance(self.tags, Mapping) else self.tags
+        object.__setattr__(self, "tags", tuple(sorted((str(k), str(v)) for k, v in dict(pairs).items())))
+
+    @property
+    def tag_dict(self) -> dict[str, str]:
+        return dict(self.tags)
 
 
 @dataclass
@@ -124,10 +138,17 @@ def prepare(settings: EvalSettings) -> tuple[ModelSpec, FrozenSuite]:
     if settings.limit is not None and settings.limit <= 0:
         raise EvalkitError(f"--limit {settings.limit}: must be a positive number of samples per task")
     ensure_punkt()  # before freeze: resolving lm-eval's IFEval task imports it, which would try to download punkt
-    frozen = freeze(suite, settings.data_dir, settings.limit)
+    frozen = freeze(suite, settings.data_dir, settings.limit, include_path=tuple(settings.include_path))
     if frozen.all_local and spec.is_local_weights:
         set_offline()
     return spec, frozen
+
+
+def _labels_note(settings: EvalSettings) -> str:
+    """The tail of a reuse/resume note when ``--name``/``--tag`` were given: what the run now carries."""
+    parts = ([f"name set to '{settings.name}'"] if settings.name is not None else []) + \
+        ([f"tags {', '.join(f'{k}={v}' for k, v in settings.tags)} merged in"] if settings.tags else [])
+    return f"; {' and '.join(parts)}" if parts else ""
 
 
 def _stderr(line: str) -> None:
@@ -152,14 +173,17 @@ def run_suite(settings: EvalSettings, store: RunStore, say: Callable[[str], None
                     "data_dir": settings.data_dir, "lm_backend": lm_backend, "part": settings.part,
                     "identity": fields}
     if not settings.force and (done := store.find_complete(identity)):
-        say(f"reusing complete run {done}: same weights, suite and settings (--force evaluates again)")
+        store.label_run(done, settings.name, settings.tag_dict)
+        say(f"reusing complete run {done}: same weights, suite and settings (--force evaluates again)"
+            + _labels_note(settings))
         return RunResult(run_id=done, suite_hash=frozen.suite_hash, resumed=False, metrics=store.metrics(done),
                          notes={}, seconds=time.time() - started, reused=True)
     run_id = None if settings.force else store.find_resumable(identity)
     resumed = run_id is not None
     if run_id:
-        say(f"resuming run {run_id} (attempt {store.get_run(run_id).attempts + 1})")
+        say(f"resuming run {run_id} (attempt {store.get_run(run_id).attempts + 1})" + _labels_note(settings))
         store.reopen_run(run_id)
+        store.label_run(run_id, settings.name, settings.tag_dict)
     else:
         for other in store.unfinished_runs(spec.raw, frozen.suite_hash):
             diff = identity_diff(other.settings.get("identity") or {}, fields)
@@ -170,6 +194,7 @@ def run_suite(settings: EvalSettings, store: RunStore, say: Callable[[str], None
         run_id = store.create_run(
             identity=identity, model_spec=spec.raw, model_hash=model.weights.weights_hash, suite_name=frozen.suite.name,
             suite_hash=frozen.suite_hash, suite=frozen.canonical(), settings=run_settings, versions=library_versions(),
+            name=settings.name, tags=settings.tag_dict,
         )
     notes: dict[str, str] = {}
     timings: dict[str, float] = {}

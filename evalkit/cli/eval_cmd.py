@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--force", action="store_true",
                    help="evaluate again even if a complete run with the same identity is stored (default: reuse it)")
+    e.add_argument("--name", default=None,
+                   help="a label for the run (not part of its identity; a reused run takes the new name)")
+    e.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="a key=value label, repeatable (not part of the identity; merged into a reused run's tags)")
+    e.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs for every lm-eval entry, repeatable (part of the suite hash)")
     options.add_json(e)
     e.set_defaults(func=cmd_eval)
 
@@ -32,7 +38,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = api.EvalSettings(
         model=args.model, suite=args.suite, data_dir=args.data_dir or None, limit=args.limit, dtype=args.dtype,
         device=args.device, batch_size=args.batch_size, progress=not args.no_progress, part=args.part,
-        force=args.force,
+        force=args.force, include_path=tuple(args.include_path), name=args.name, tags=api.parse_tags(args.tag),
     )
     store = options.store(args)
     result = api.evaluate(settings, store)

@@ -14,6 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("runs", help="list runs in the store")
     r.add_argument("-n", type=int, default=50)
     r.add_argument("--all", action="store_true", help="include failed runs (hidden by default)")
+    r.add_argument("--model", default=None,
+                   help="only runs of this model string: exact, or a glob (* ? [...], case-sensitive), e.g. 'hub:*'")
+    r.add_argument("--suite", default=None, help="only runs of this suite name (exact or glob)")
+    r.add_argument("--name", default=None, help="only runs with this name (exact or glob)")
+    r.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="only runs carrying this tag; repeatable, all must match")
     options.add_json(r)
     r.set_defaults(func=cmd_runs)
 
@@ -31,18 +37,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from evalkit.api import parse_tags
+
+    filters = {"model": args.model, "suite": args.suite, "name": args.name, "tags": parse_tags(args.tag)}
     store = options.store(args, create=False)
-    runs = store.list_runs(args.n, include_failed=args.all)
-    hidden = 0 if args.all else store.count_runs("failed")
+    runs = store.list_runs(args.n, include_failed=args.all, **filters)
+    hidden = 0 if args.all else store.count_runs("failed", **filters)
     rows = [
-        {"run_id": r.run_id, "status": r.status, "model": r.model_spec, "suite": r.suite_name, "suite_hash": r.suite_hash,
-         "created": when(r.created_at), "attempts": r.attempts}
+        {"run_id": r.run_id, "name": r.name, "status": r.status, "model": r.model_spec, "suite": r.suite_name,
+         "suite_hash": r.suite_hash, "created": when(r.created_at), "attempts": r.attempts,
+         "tags": r.tags if args.json else ",".join(f"{k}={v}" for k, v in sorted(r.tags.items()))}
         for r in runs
     ]
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, ["run_id", "status", "model", "suite", "suite_hash", "created", "attempts"])
+        print_table(rows, ["run_id", "name", "status", "model", "suite", "suite_hash", "created", "attempts", "tags"])
         if hidden:
             print(f"({hidden} failed run{'s' if hidden > 1 else ''} hidden: evalkit runs --all)")
     return 0
@@ -58,6 +68,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"run {run.run_id}  status {run.status}  attempts {run.attempts}")
     print(f"model {run.model_spec}  ({run.model_hash})")
     print(f"suite {run.suite_name}  hash {run.suite_hash}")
+    if run.name is not None or run.tags:
+        print(f"name {run.name or '-'}  tags {','.join(f'{k}={v}' for k, v in sorted(run.tags.items())) or '-'}")
     print(f"settings {json.dumps(run.settings)}")
     if run.timings:
         print(f"timings {json.dumps(run.timings)}")

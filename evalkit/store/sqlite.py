@@ -5,6 +5,10 @@ a run progresses, and an entry's samples + metrics + "complete" flag are written
 transaction. A process killed at any instant leaves either a finished entry or a cache from
 which the next attempt rebuilds the same requests without recomputing them. A run becomes
 ``complete`` only after every entry is.
+
+Schema changes are additive: a column added after a store file was first written is listed in
+``_ADDED_COLUMNS`` and added on open when missing (``ALTER TABLE ... ADD COLUMN``), so every
+older store file keeps working. Runs got ``name`` and ``tags_json`` this way.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.errors import EvalkitError
@@ -38,7 +42,9 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL,
     attempts INTEGER NOT NULL DEFAULT 1,
     timings_json TEXT NOT NULL DEFAULT '{}',
-    error TEXT
+    error TEXT,
+    name TEXT,                         -- a label for people; not part of the identity
+    tags_json TEXT NOT NULL DEFAULT '{}'  -- {key: value} labels; not part of the identity
 );
 CREATE INDEX IF NOT EXISTS runs_identity ON runs(identity, status);
 CREATE TABLE IF NOT EXISTS entries (
@@ -84,6 +90,13 @@ CREATE TABLE IF NOT EXISTS request_cache (
 );
 """
 
+# (table, column, declaration): columns added after the first release of the schema; a store
+# file written before them gets them on open
+_ADDED_COLUMNS = (
+    ("runs", "name", "TEXT"),
+    ("runs", "tags_json", "TEXT NOT NULL DEFAULT '{}'"),
+)
+
 
 def default_store_path() -> str:
     return os.environ.get("EVALKIT_STORE") or os.path.join("runs", "evalkit.sqlite")
@@ -105,6 +118,8 @@ class RunRow:
     timings: dict[str, Any]
     error: str | None
     suite: dict[str, Any]
+    name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class RunStore:
@@ -124,9 +139,31 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise EvalkitError(f"store '{self.path}': cannot open for writing ({exc})") from exc
         self._db.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        """Add the columns of ``_ADDED_COLUMNS`` that an older store file lacks (checked again
+        inside the write lock, so two processes opening the same old file do not both add them)."""
+        def missing() -> list[tuple[str, str, str]]:
+            have: dict[str, set[str]] = {}
+            for table, column, _ in _ADDED_COLUMNS:
+                if table not in have:
+                    have[table] = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            return [c for c in _ADDED_COLUMNS if c[1] not in have[c[0]]]
+
+        if not missing():
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, decl in missing():
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -170,20 +207,37 @@ class RunStore:
         suite: dict[str, Any],
         settings: dict[str, Any],
         versions: dict[str, Any],
+        name: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> str:
+        """A new run in status ``running``. ``name`` and ``tags`` are labels, not identity."""
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         now = time.time()
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO runs(run_id, identity, status, model_spec, model_hash, suite_name, suite_hash,"
-                " suite_json, settings_json, versions_json, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " suite_json, settings_json, versions_json, created_at, updated_at, name, tags_json)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id, identity, "running", model_spec, model_hash, suite_name, suite_hash,
                     json.dumps(suite, sort_keys=True), json.dumps(settings, sort_keys=True),
-                    json.dumps(versions, sort_keys=True), now, now,
+                    json.dumps(versions, sort_keys=True), now, now, name, json.dumps(dict(tags or {}), sort_keys=True),
                 ),
             )
         return run_id
+
+    def label_run(self, run_id: str, name: str | None = None, tags: dict[str, str] | None = None) -> None:
+        """Attach labels to an existing run (a reused or resumed one): ``tags`` are merged into its
+        tags (a given key's value replaces the old one), a given ``name`` replaces its name."""
+        if name is None and not tags:
+            return
+        with self.transaction() as db:
+            row = db.execute("SELECT name, tags_json FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise EvalkitError(f"run '{run_id}': not found in store {self.path}")
+            merged = {**json.loads(row["tags_json"] or "{}"), **dict(tags or {})}
+            db.execute("UPDATE runs SET name=?, tags_json=? WHERE run_id=?",
+                       (row["name"] if name is None else name, json.dumps(merged, sort_keys=True), run_id))
 
     def reopen_run(self, run_id: str) -> None:
         with self.transaction() as db:
@@ -239,13 +293,32 @@ class RunStore:
             raise EvalkitError(f"run '{run_ref}': not found in store {self.path}")
         return _run_row(row)
 
-    def list_runs(self, limit: int = 50, include_failed: bool = True) -> list[RunRow]:
-        where = "" if include_failed else "WHERE status!='failed' "
-        rows = self._db.execute(f"SELECT * FROM runs {where}ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
-        return [_run_row(r) for r in rows]
+    def list_runs(self, limit: int | None = 50, include_failed: bool = True, *, model: str | None = None,
+                  suite: str | None = None, name: str | None = None,
+                  tags: dict[str, str] | None = None) -> list[RunRow]:
+        """Runs, newest first, at most ``limit`` (``None``: all) of those that match every filter given.
 
-    def count_runs(self, status: str) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM runs WHERE status=?", (status,)).fetchone()[0]
+        ``model``, ``suite`` and ``name`` match the run's model string, suite name and name exactly,
+        or as a glob (SQLite GLOB: ``*``, ``?``, ``[...]``; case-sensitive), e.g. ``model="hub:*"``;
+        ``tags``: the run has every given key with exactly the given value."""
+        where, params = _run_filters(model, suite, name)
+        if not include_failed:
+            where.append("status!='failed'")
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at DESC"
+        if not tags and limit is not None:
+            sql, params = sql + " LIMIT ?", [*params, limit]
+        runs = [_run_row(r) for r in self._db.execute(sql, params)]
+        if tags:
+            runs = [r for r in runs if _tags_match(r.tags, tags)]
+        return runs if limit is None else runs[:limit]
+
+    def count_runs(self, status: str, *, model: str | None = None, suite: str | None = None,
+                   name: str | None = None, tags: dict[str, str] | None = None) -> int:
+        """How many runs have this status (and match the filters of :meth:`list_runs`)."""
+        where, params = _run_filters(model, suite, name)
+        sql = "SELECT tags_json FROM runs WHERE " + " AND ".join(["status=?", *where])
+        rows = self._db.execute(sql, [status, *params]).fetchall()
+        return sum(1 for r in rows if not tags or _tags_match(json.loads(r["tags_json"] or "{}"), tags))
 
     # --------------------------------------------------------------- entries
     def entry_status(self, run_id: str, entry: str) -> str | None:
@@ -353,11 +426,26 @@ def _text(value: Any) -> str | None:
     return json.dumps(value, default=str)
 
 
+def _run_filters(model: str | None, suite: str | None, name: str | None) -> tuple[list[str], list[Any]]:
+    """SQL conditions for list_runs' exact-or-glob filters (SQLite's GLOB is fnmatch's syntax, case-sensitive)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("model_spec", model), ("suite_name", suite), ("name", name)):
+        if value is not None:
+            where.append(f"({column}=? OR {column} GLOB ?)")
+            params += [value, value]
+    return where, params
+
+
+def _tags_match(have: dict[str, Any], want: dict[str, str]) -> bool:
+    return all(k in have and str(have[k]) == str(v) for k, v in want.items())
+
+
 def _run_row(row: sqlite3.Row) -> RunRow:
     return RunRow(
         run_id=row["run_id"], status=row["status"], model_spec=row["model_spec"], model_hash=row["model_hash"],
         suite_name=row["suite_name"], suite_hash=row["suite_hash"], created_at=row["created_at"],
         finished_at=row["finished_at"], attempts=row["attempts"], settings=json.loads(row["settings_json"]),
         versions=json.loads(row["versions_json"]), timings=json.loads(row["timings_json"]), error=row["error"],
-        suite=json.loads(row["suite_json"]),
+        suite=json.loads(row["suite_json"]), name=row["name"], tags=json.loads(row["tags_json"] or "{}"),
     )

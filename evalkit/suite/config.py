@@ -53,6 +53,7 @@ class SuiteEntry:
     judge: str | None = None  # judge engine: the judging model string (default smollm2-135m)
     baseline: str | None = None  # judge engine: model whose greedy responses are the baseline
     confirm_fraction: float | None = None  # loop targets: share of items held out for confirmation (evalkit.suite.split)
+    include_path: tuple[str, ...] | None = None  # lm-eval: the user's task folders (relative to the suite file)
     seed: int = 1234
     description: str = ""
     line: int = field(default=0, compare=False)  # where the entry starts in its file
@@ -71,6 +72,7 @@ class Suite:
     path: str
     entries: tuple[SuiteEntry, ...]
     description: str = ""
+    include_path: tuple[str, ...] = ()  # suite-level task folders (absolute) for every lm-eval entry
 
     def entry(self, name: str) -> SuiteEntry:
         for e in self.entries:
@@ -85,8 +87,29 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "system_instruction": (str,), "data": (str,), "data_files": (dict,), "calibration": (bool,),
     "batch_size": (int,), "seed": (int,), "description": (str,), "samples": (int,),
     "temperature": (float, int), "top_p": (float, int), "ks": (list,),
-    "judge": (str,), "baseline": (str,), "confirm_fraction": (float,),
+    "judge": (str,), "baseline": (str,), "confirm_fraction": (float,), "include_path": (str, list),
 }
+
+# engines that resolve tasks from task folders (a suite-level / CLI include_path applies to these)
+INCLUDE_PATH_ENGINES = ("lm-eval",)
+
+
+def resolve_include_path(value: Any, base_dir: str, where: str) -> tuple[str, ...]:
+    """``include_path:`` (one folder or a list) as absolute folders that exist, relative to ``base_dir``.
+
+    ``where`` prefixes the one-line error (e.g. ``suite file.yaml:7``)."""
+    pre = f"{where}: " if where else ""
+    items = [value] if isinstance(value, str) else list(value or [])
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise EvalkitError(f"{pre}'include_path' must be a folder or a list of folders")
+        full = os.path.abspath(os.path.join(base_dir, os.path.expanduser(item)))
+        if not os.path.isdir(full):
+            raise EvalkitError(f"{pre}include_path '{item}': no such folder ({full})")
+        if full not in out:
+            out.append(full)
+    return tuple(out)
 
 
 def resolve_suite_path(ref: str) -> str:
@@ -116,10 +139,13 @@ def load_suite(ref: str) -> Suite:
     if not isinstance(data, dict) or node is None:
         raise EvalkitError(f"suite {path}:1: expected a mapping with 'name' and 'entries'")
     top_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
-    unknown = set(data) - {"name", "description", "entries"}
+    unknown = set(data) - {"name", "description", "entries", "include_path"}
     if unknown:
         key = sorted(unknown)[0]
-        raise EvalkitError(f"suite {path}:{top_lines.get(key, 1)}: unknown key '{key}' (allowed: name, description, entries)")
+        raise EvalkitError(
+            f"suite {path}:{top_lines.get(key, 1)}: unknown key '{key}' (allowed: name, description, include_path, entries)")
+    suite_dir = os.path.dirname(os.path.abspath(path))
+    include = resolve_include_path(data.get("include_path"), suite_dir, f"suite {path}:{top_lines.get('include_path', 1)}")
     entries_raw = data.get("entries")
     if not isinstance(entries_raw, list) or not entries_raw:
         raise EvalkitError(f"suite {path}:{top_lines.get('entries', 1)}: 'entries' must be a non-empty list")
@@ -135,7 +161,8 @@ def load_suite(ref: str) -> Suite:
     name = data.get("name") or os.path.splitext(os.path.basename(path))[0]
     if not isinstance(name, str):
         raise EvalkitError(f"suite {path}:{top_lines.get('name', 1)}: 'name' must be a string")
-    return Suite(name=name, path=os.path.abspath(path), entries=tuple(entries), description=str(data.get("description") or ""))
+    return Suite(name=name, path=os.path.abspath(path), entries=tuple(entries), description=str(data.get("description") or ""),
+                 include_path=include)
 
 
 def _parse_entry(path: str, raw: Any, node: yaml.Node) -> SuiteEntry:
@@ -168,6 +195,13 @@ def _parse_entry(path: str, raw: Any, node: yaml.Node) -> SuiteEntry:
         n = raw.get("samples") or 1
         if not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= n for k in ks):
             raise EvalkitError(f"suite {path}:{key_lines.get('ks', line)}: 'ks' must be whole numbers from 1 to samples ({n})")
+    if raw.get("include_path") is not None:
+        where = f"suite {path}:{key_lines.get('include_path', line)}"
+        if engine not in INCLUDE_PATH_ENGINES:
+            raise EvalkitError(f"{where}: 'include_path' is for lm-eval entries (engine '{engine}' does not use it)")
+        resolve_include_path(raw["include_path"], os.path.dirname(os.path.abspath(path)), where)  # exists: one line here
     kwargs = {k: v for k, v in raw.items() if v is not None}
+    if "include_path" in kwargs:  # as written (relative to the suite file): machine-independent
+        kwargs["include_path"] = (kwargs["include_path"],) if isinstance(kwargs["include_path"], str) else tuple(kwargs["include_path"])
     kwargs["engine"] = engine
     return SuiteEntry(line=line, **kwargs)

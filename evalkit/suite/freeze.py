@@ -13,14 +13,14 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
 
 from evalkit.env import is_offline
 from evalkit.errors import EvalkitError
 from evalkit.registry import ENGINES
-from evalkit.suite.config import Suite, SuiteEntry
+from evalkit.suite.config import INCLUDE_PATH_ENGINES, Suite, SuiteEntry, resolve_include_path
 
 
 @dataclass
@@ -51,9 +51,33 @@ class FrozenSuite:
         return {"name": self.suite.name, "entries": [entry_canonical(e) for e in self.entries]}
 
 
+_TASK_SOURCE_SUFFIXES = (".yaml", ".yml", ".py")
+
+
+def folder_digest(folder: str) -> dict[str, str]:
+    """A task folder's identity for the suite hash: its name and the sha256 of every task source
+    in it (YAML and python, by relative path), so editing the user's task changes the hash but
+    moving the folder does not."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(files):
+            if not name.endswith(_TASK_SOURCE_SUFFIXES):
+                continue
+            full = os.path.join(root, name)
+            with open(full, "rb") as fh:
+                data = fh.read()
+            h.update(os.path.relpath(full, folder).replace(os.sep, "/").encode() + b"\0")
+            h.update(hashlib.sha256(data).hexdigest().encode() + b"\n")
+    return {"folder": os.path.basename(os.path.normpath(folder)), "sha256": h.hexdigest()[:16]}
+
+
 def entry_canonical(fe: FrozenEntry) -> dict[str, Any]:
+    config = fe.entry.as_config()
+    if config.get("include_path"):  # absolute folders (machine-specific) -> their names and contents
+        config["include_path"] = [folder_digest(p) for p in config["include_path"]]
     out = {
-        "entry": {**fe.entry.as_config(), "limit": fe.limit},
+        "entry": {**config, "limit": fe.limit},
         "configs": fe.canonical,
         "data": {os.path.basename(p): h for p, h in sorted(fe.files.items())},
     }
@@ -76,13 +100,27 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def freeze(suite: Suite, data_dir: str | None, limit: int | None = None) -> FrozenSuite:
+def _with_include_path(entry: SuiteEntry, suite_dir: str, extra: tuple[str, ...]) -> SuiteEntry:
+    """The entry with every task folder it sees as absolute paths: its own ``include_path``
+    (relative to the suite file), then the suite's, then ``--include-path`` folders."""
+    if entry.engine not in INCLUDE_PATH_ENGINES:
+        return entry
+    own = resolve_include_path(list(entry.include_path or ()), suite_dir, "")
+    folders = tuple(dict.fromkeys(own + extra))
+    return replace(entry, include_path=folders or None)
+
+
+def freeze(suite: Suite, data_dir: str | None, limit: int | None = None, include_path: tuple[str, ...] | list[str] = ()) -> FrozenSuite:
+    """Resolve every entry with its engine and hash the result. ``include_path``: extra lm-eval
+    task folders (``--include-path``; relative to the working directory) for every lm-eval entry."""
     if data_dir is not None and not os.path.isdir(data_dir):
         raise EvalkitError(f"data dir '{data_dir}': no such folder")
+    extra = suite.include_path + resolve_include_path(list(include_path), os.getcwd(), "--include-path")
     suite_dir = os.path.dirname(suite.path)
     frozen: list[FrozenEntry] = []
     for entry in suite.entries:
         try:
+            entry = _with_include_path(entry, suite_dir, extra)
             engine = ENGINES.get(entry.engine)
             frozen.append(engine.freeze(entry, data_dir, suite_dir, limit if limit is not None else entry.limit))
         except EvalkitError as exc:

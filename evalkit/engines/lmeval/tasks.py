@@ -4,6 +4,10 @@ Why not ``TaskManager().load(...)``: building the full index reads ~10k YAML fil
 and constructing a Task downloads its dataset, which must not happen before we have pointed it
 at local files. We index only the task's own folder when we can (full index as a fallback),
 expand groups and tags to leaf tasks ourselves, and hand lm-eval fully resolved config dicts.
+
+The user's own task folders (``include_path``) are indexed first and take precedence over
+lm-eval's built-in tasks, as in ``TaskManager(include_path=...)``; their configs are resolved,
+canonicalised and hashed exactly like built-in ones.
 """
 
 from __future__ import annotations
@@ -44,29 +48,47 @@ def _candidate_folders(name: str) -> list[str]:
     return out
 
 
-def find_manager(name: str) -> Any:
-    """A TaskManager whose index knows ``name`` (narrow first, full index as a fallback)."""
+def _user_manager(folders: tuple[str, ...]) -> Any:
+    """An index of the user's task folders only (not cached: the user may be editing them)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=False, include_path=list(folders))
+
+
+def find_manager(name: str, include: tuple[str, ...] = ()) -> Any:
+    """A TaskManager whose index knows ``name``: the user's folders first, then lm-eval's own
+    (narrow first, full index as a fallback)."""
+    if include:
+        tm = _user_manager(tuple(include))
+        if name in tm._index:
+            return tm
     for folder in _candidate_folders(name):
         tm = _manager(folder)
         if name in tm._index:
             return tm
     tm = _manager(None)
     if name not in tm._index:
-        raise EvalkitError(f"task '{name}': not an lm-eval task, group or tag (see `lm_eval ls tasks`)")
+        where = f" or in {', '.join(include)}" if include else ""
+        raise EvalkitError(f"task '{name}': not an lm-eval task, group or tag{where} (see `lm_eval ls tasks`)")
     return tm
 
 
-def leaf_tasks(name: str) -> list[str]:
+def task_file(name: str, include: tuple[str, ...] = ()) -> str | None:
+    """The YAML file that defines task ``name`` (None for python-only tasks)."""
+    return find_manager(name, include)._index[name].yaml_path
+
+
+def leaf_tasks(name: str, include: tuple[str, ...] = ()) -> list[str]:
     """Expand a group or tag into its leaf task names (sorted, deduplicated)."""
     from lm_eval.tasks._index import Kind
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    tm = find_manager(name)
+    tm = find_manager(name, include)
     entry = tm._index[name]
     if entry.kind in (Kind.TASK, Kind.PY_TASK):
         return [name]
     if entry.kind == Kind.TAG:
-        return sorted({leaf for child in entry.tags for leaf in leaf_tasks(child)})
+        return sorted({leaf for child in entry.tags for leaf in leaf_tasks(child, include)})
     if entry.kind == Kind.GROUP:
         cfg = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else (entry.cfg or {})
         children = cfg.get("task") or []
@@ -76,16 +98,16 @@ def leaf_tasks(name: str) -> list[str]:
         for child in children:
             if not isinstance(child, str):
                 raise EvalkitError(f"task '{name}': groups with inline task definitions are not supported; name the subtasks")
-            out.update(leaf_tasks(child))
+            out.update(leaf_tasks(child, include))
         return sorted(out)
     raise EvalkitError(f"task '{name}': unsupported lm-eval index entry kind {entry.kind}")
 
 
-def base_config(name: str) -> dict[str, Any]:
+def base_config(name: str, include: tuple[str, ...] = ()) -> dict[str, Any]:
     """The task's full config as lm-eval would build it (includes resolved, !function loaded)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    tm = find_manager(name)
+    tm = find_manager(name, include)
     entry = tm._index[name]
     if entry.yaml_path:
         cfg = deepcopy(load_yaml(entry.yaml_path, resolve_func=True))
@@ -118,7 +140,9 @@ def canonical(value: Any) -> Any:
             src = inspect.getsource(value)
         except (OSError, TypeError):
             src = repr(value)
-        mod = getattr(value, "__module__", "?")
+        mod = str(getattr(value, "__module__", "?"))
+        if os.sep in mod:  # lm-eval names the user's !function modules by their absolute path
+            mod = os.path.basename(mod)
         return f"fn:{mod}.{getattr(value, '__qualname__', repr(value))}#{hashlib.sha256(src.encode()).hexdigest()[:16]}"
     if isinstance(value, dict):
         out = {}
