@@ -61,3 +61,20 @@ def cache_dir() -> str:
     )
     os.makedirs(base, exist_ok=True)
     return base
+
+
+REPORTS_ENV = "EVALKIT_REPORTS"
+REPORTS_HELP = (f"folder for HTML reports (default: ${REPORTS_ENV} when set, else ./reports under the current "
+                "directory; always made absolute, and each command prints the absolute path it wrote)")
+
+
+def reports_dir_default() -> str:
+    """The one rule for where reports go: ``$EVALKIT_REPORTS`` when set, else ``./reports``
+    relative to the current directory, returned as an absolute path (so every command can print
+    exactly where its pages landed; nothing is silently relative)."""
+    return os.path.abspath(os.path.expanduser(os.environ.get(REPORTS_ENV) or "reports"))
+
+
+def absolute_reports_dir(path: str) -> str:
+    """``--reports-dir`` values are made absolute (``~`` expanded) at parse time."""
+    return os.path.abspath(os.path.expanduser(path))

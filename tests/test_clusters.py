@@ -179,10 +179,11 @@ def test_report_pages_escape_model_text_and_link(clustered, tmp_path):
     r = cluster_run(store, "latest", embedder=hashing_embed, n_examples=100, save=False)  # every failure shown
     index = write_run_report(store, "latest", str(tmp_path), clusters=r)
     folder = os.path.dirname(index)
-    assert sorted(os.listdir(folder)) == ["clusters.html", "index.html", "pages.json", "plotly.min.js"]
+    assert sorted(os.listdir(folder)) == ["clusters.html", "index.html", "pages.json"]  # plotly: shared _assets/
+    assert os.path.isfile(os.path.join(str(tmp_path), "_assets", "plotly.min.js"))
     page = open(os.path.join(folder, "clusters.html"), encoding="utf-8").read()
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page and "cdn.plot.ly" not in page
-    assert '<script src="plotly.min.js">' in page and page.count('data-cluster="') == len(r.clusters)
+    assert '<script src="../_assets/plotly.min.js">' in page and page.count('data-cluster="') == len(r.clusters)
     html = open(index, encoding="utf-8").read()
     assert 'href="clusters.html"' in html and 'id="reliability-mmlu"' in html
     add_page_link(folder, "Judge agreement", "judge.html", "later page")

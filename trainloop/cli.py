@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      "included); flags override it")
     add_config_flags(lp)
     lp.add_argument("--plan", action="store_true", help="dry run: round 0 (eval, clusters) and the power plan, no training")
-    lp.add_argument("--reports-dir", default="reports", help="folder for the loop report (default: reports)")
+    from evalkit.env import REPORTS_HELP, absolute_reports_dir, reports_dir_default
+
+    lp.add_argument("--reports-dir", default=reports_dir_default(), type=absolute_reports_dir, help=REPORTS_HELP)
     lp.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     lp.set_defaults(func=cmd_loop)
 

@@ -24,7 +24,10 @@ def add_data_dir(p: argparse.ArgumentParser, help: str = "local mirror of the da
 
 
 def add_reports_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reports-dir", default="reports", help="folder for HTML reports (default: reports)")
+    """``--reports-dir``: default from :func:`evalkit.env.reports_dir_default` ($EVALKIT_REPORTS, else ./reports), absolute."""
+    from evalkit.env import REPORTS_HELP, absolute_reports_dir, reports_dir_default
+
+    p.add_argument("--reports-dir", default=reports_dir_default(), type=absolute_reports_dir, help=REPORTS_HELP)
 
 
 def add_json(p: argparse.ArgumentParser, help: str = "last stdout line: one JSON object") -> None:

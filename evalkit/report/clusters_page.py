@@ -2,9 +2,11 @@
 cluster, a sortable cluster table (label, size, error rate, lift) and each cluster's most
 central failing examples with prompt, response and expected answer.
 
-Why plotly from a sibling file: the map needs pan/zoom/hover over thousands of points, and the
+Why plotly from one shared file: the map needs pan/zoom/hover over thousands of points, and the
 page must open from disk with no network ('cdn' breaks offline). ``plotly.min.js`` (4.8 MB) is
-written once beside the pages and loaded with a relative ``<script src>``. Model text is
+written once per reports folder, ``<reports_dir>/_assets/plotly.min.js`` (rewritten only when its
+content differs), and loaded with the relative ``<script src="../_assets/plotly.min.js">``, so
+each run folder costs kilobytes, not megabytes, and the folder still opens from ``file://``. Model text is
 untrusted: it is autoescaped in the HTML, HTML-escaped inside hover text, and the JSON data
 block uses Jinja's ``tojson`` (which escapes ``<``, ``>``, ``&``, ``'``).
 """
@@ -24,6 +26,7 @@ from evalkit.store import RunStore
 from evalkit.store.sqlite import RunRow
 
 PLOTLY_FILE = "plotly.min.js"
+ASSETS_DIR = "_assets"  # shared by every page under a reports folder
 TEXT_CHARS = 4000
 # 20 well-separated colours (D3 category20 order, pairs split) so neighbouring ids differ
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
@@ -32,24 +35,55 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 OUTLIER_COLOUR = "#9a9a9a"
 
 
-def ensure_plotly_js(out_dir: str) -> str:
-    """Write plotly's bundled JS beside the pages (once; rewritten if it differs). Returns the file name."""
+def ensure_plotly_js(reports_dir: str) -> str:
+    """Write plotly's bundled JS once per reports folder, ``<reports_dir>/_assets/plotly.min.js``
+    (rewritten only when its content differs). Returns the file's path."""
     from plotly.offline import get_plotlyjs
 
-    js = get_plotlyjs()
-    path = os.path.join(out_dir, PLOTLY_FILE)
-    if not (os.path.isfile(path) and os.path.getsize(path) == len(js.encode("utf-8"))):
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(js)
+    data = get_plotlyjs().encode("utf-8")
+    folder = os.path.join(reports_dir, ASSETS_DIR)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, PLOTLY_FILE)
+    if not _same_content(path, data):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
-    return PLOTLY_FILE
+    return path
+
+
+def plotly_src_for(page_dir: str, reports_dir: str) -> str:
+    """The ``<script src>`` that reaches the shared asset from a page in ``page_dir`` (POSIX slashes)."""
+    rel = os.path.relpath(os.path.join(reports_dir, ASSETS_DIR, PLOTLY_FILE), page_dir)
+    return rel.replace(os.sep, "/")
+
+
+def _same_content(path: str, data: bytes) -> bool:
+    try:
+        if os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as fh:
+            return fh.read() == data
+    except OSError:
+        return False
+
+
+def map_layout() -> dict[str, Any]:
+    """The map's plotly layout: titled axes (UMAP coordinates are unitless) and the legend below
+    the plot area, so it never covers points."""
+    return {
+        "margin": {"l": 60, "r": 10, "t": 10, "b": 50}, "hovermode": "closest",
+        "xaxis": {"title": {"text": "UMAP 1 (arbitrary units)"}, "zeroline": False, "showticklabels": False},
+        "yaxis": {"title": {"text": "UMAP 2 (arbitrary units)"}, "zeroline": False, "showticklabels": False},
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.08, "yanchor": "top", "font": {"size": 10},
+                   "title": {"text": "cluster (click to hide)"}},
+    }
 
 
 def page_context(store: RunStore, run: RunRow, result: ClusterResult | None) -> dict[str, Any]:
     """Everything the template shows, as plain JSON-able data."""
     if result is None:
-        return {"clusters": [], "traces": [], "n_points": 0}
+        return {"clusters": [], "traces": [], "n_points": 0, "layout": map_layout()}
     items: dict[tuple[str, str, int], Item] = {}
     for s in store.samples(run.run_id):
         it = build_item(s)
@@ -86,14 +120,20 @@ def page_context(store: RunStore, run: RunRow, result: ClusterResult | None) -> 
             "marker": {"color": colour[c.cluster_id], "size": 8, "opacity": 0.8,
                        "symbol": ["x" if m.failed else "circle" for m in pts]},
         })
-    return {"clusters": clusters, "traces": traces, "n_points": len(result.members)}
+    return {"clusters": clusters, "traces": traces, "n_points": len(result.members), "layout": map_layout()}
 
 
 def write_clusters_page(store: RunStore, run: RunRow, result: ClusterResult | None, out_dir: str,
-                        problem: str | None = None) -> str:
-    """Write ``clusters.html`` (and ``plotly.min.js``) into ``out_dir``; returns the page path."""
+                        problem: str | None = None, reports_dir: str | None = None) -> str:
+    """Write ``clusters.html`` into ``out_dir`` (a run folder); plotly goes to the shared
+    ``<reports_dir>/_assets/`` (``reports_dir`` defaults to ``out_dir``'s parent). Returns the page path."""
     os.makedirs(out_dir, exist_ok=True)
-    plotly_src = ensure_plotly_js(out_dir)
+    reports_dir = reports_dir or os.path.dirname(os.path.abspath(out_dir))
+    ensure_plotly_js(reports_dir)
+    stale = os.path.join(out_dir, PLOTLY_FILE)  # a per-run copy written by older versions
+    if os.path.isfile(stale):
+        os.remove(stale)
+    plotly_src = plotly_src_for(out_dir, reports_dir)
     ctx = page_context(store, run, result)
     html = environment().get_template("clusters.html").render(
         run=run, r=result, problem=problem, fmt=fmt, plotly_src=plotly_src, links=read_page_links(out_dir), **ctx,

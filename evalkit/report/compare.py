@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalkit.analysis.paired import PAIRED_PER_DOC as PER_DOC
+from evalkit.env import reports_dir_default
 from evalkit.report.jinja_env import environment
 from evalkit.report.summary import fmt
 
@@ -63,13 +64,16 @@ def delta_chart(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             bar["whisker"] = {"x1": x(float(r["ci_lo"])), "x2": x(float(r["ci_hi"]))}
         bars.append(bar)
     value_w = VALUE_W + (PAIRING_W if any(pairing_label(r) for r in rows) else 0)
-    return {"bars": bars, "zero": zero, "height": 30 + len(rows) * ROW_H, "width": LABEL_W + PLOT_W + value_w,
+    bottom = 30 + len(rows) * ROW_H
+    return {"bars": bars, "zero": zero, "bottom": bottom, "height": bottom + 22, "width": LABEL_W + PLOT_W + value_w,
             "span": span, "label_w": LABEL_W, "plot_w": PLOT_W, "value_x": LABEL_W + PLOT_W + 6,
-            "left": fmt(-span), "right": fmt(span)}
+            "left": fmt(-span), "right": fmt(span), "x_mid": LABEL_W + PLOT_W / 2,
+            "x_title": "Δ = b − a (in each metric's own units; bar = point estimate, whisker = 95% CI)",
+            "y_title": "entry · metric"}
 
 
-def kl_histogram(kl: Mapping[str, Any], n_bins: int = 20, width: int = 600, height: int = 160) -> dict[str, Any] | None:
-    """Bars of the per-token exact KL values over all prompts."""
+def kl_histogram(kl: Mapping[str, Any], n_bins: int = 20, width: int = 640, height: int = 210) -> dict[str, Any] | None:
+    """Bars of the per-token exact KL values over all prompts, with titled axes (nats; tokens)."""
     values = [float(v) for p in kl.get("per_prompt") or [] for v in (p.get("token_kl") or []) if _finite(v)]
     if not values:
         return None
@@ -79,11 +83,17 @@ def kl_histogram(kl: Mapping[str, Any], n_bins: int = 20, width: int = 600, heig
     for v in values:
         counts[min(int((v - lo) / step), n_bins - 1)] += 1
     top = max(counts)
-    bw = width / n_bins
-    bars = [{"x": round(i * bw, 2), "w": round(bw - 1, 2), "h": round(c / top * (height - 20), 2),
-             "y": round(height - 20 - c / top * (height - 20), 2), "count": c,
+    left, right, head, foot = 58, 10, 10, 44
+    plot_w, plot_h = width - left - right, height - head - foot
+    bw = plot_w / n_bins
+    bars = [{"x": round(left + i * bw, 2), "w": round(bw - 1, 2), "h": round(c / top * plot_h, 2),
+             "y": round(head + plot_h - c / top * plot_h, 2), "count": c,
              "range": f"{lo + i * step:.4g}–{lo + (i + 1) * step:.4g}"} for i, c in enumerate(counts)]
-    return {"bars": bars, "width": width, "height": height, "lo": f"{lo:.3g}", "hi": f"{hi:.3g}", "n": len(values)}
+    base = head + plot_h
+    return {"bars": bars, "width": width, "height": height, "lo": f"{lo:.3g}", "hi": f"{hi:.3g}", "n": len(values),
+            "left": left, "right_x": width - right, "head": head, "base": base, "top_count": top,
+            "x_mid": left + plot_w / 2, "y_mid": head + plot_h / 2,
+            "x_title": "per-token KL(policy ‖ reference) (nats)", "y_title": "count (tokens)"}
 
 
 def render_compare(comparison: Any, report_id: str, tax: Any = None, kl: Any = None) -> str:
@@ -97,8 +107,9 @@ def render_compare(comparison: Any, report_id: str, tax: Any = None, kl: Any = N
     )
 
 
-def write_compare_report(comparison: Any, report_id: str, reports_dir: str = "reports", tax: Any = None, kl: Any = None) -> str:
-    """Write ``<reports_dir>/compare-<report_id>/index.html`` and return its path.
+def write_compare_report(comparison: Any, report_id: str, reports_dir: str | None = None, tax: Any = None, kl: Any = None) -> str:
+    """Write ``<reports_dir>/compare-<report_id>/index.html`` and return its absolute path
+    (``reports_dir`` defaults to :func:`evalkit.env.reports_dir_default`).
 
     ``comparison``/``tax``/``kl`` are :class:`~evalkit.analysis.paired.Comparison`,
     :class:`~evalkit.analysis.tax.AlignmentTax`, :class:`~evalkit.analysis.kl.KLResult` or their
@@ -106,7 +117,7 @@ def write_compare_report(comparison: Any, report_id: str, reports_dir: str = "re
     ``comparison=None`` with a ``kl`` writes a KL-only page.
     """
     html = render_compare(comparison, report_id, tax=tax, kl=kl)
-    out_dir = os.path.join(reports_dir, f"compare-{report_id}")
+    out_dir = os.path.join(os.path.abspath(reports_dir or reports_dir_default()), f"compare-{report_id}")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "index.html")
     with open(path, "w", encoding="utf-8") as fh:

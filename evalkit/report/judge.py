@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from evalkit.env import reports_dir_default
 from evalkit.report.jinja_env import environment
 from evalkit.report.summary import fmt
 
@@ -39,12 +40,13 @@ def _ratio_label(lo: float | None, hi: float | None) -> str:
     return f"{r(lo)}–{r(hi)}"
 
 
-def length_chart(bias: Mapping[str, Any], width: int = 640, height: int = 220) -> dict[str, Any] | None:
-    """Grouped bars: per length-ratio bin, the rate at which ``a`` wins for the judge and the humans."""
+def length_chart(bias: Mapping[str, Any], width: int = 640, height: int = 240) -> dict[str, Any] | None:
+    """Grouped bars: per length-ratio bin, the rate at which ``a`` wins for the judge and the humans.
+    Both axes are titled with units; the judge/human key is in the text above the chart, not over the bars."""
     bins = bias.get("bins") or []
     if not bins or not any(b.get("n") for b in bins):
         return None
-    plot_h, top, left = height - 50, 10, 40
+    plot_h, top, left = height - 70, 10, 58
     group_w = (width - left - 10) / len(bins)
     bars, labels = [], []
     for i, b in enumerate(bins):
@@ -58,7 +60,9 @@ def length_chart(bias: Mapping[str, Any], width: int = 640, height: int = 220) -
         labels.append({"x": round(x0 + group_w / 2, 2), "text": _ratio_label(b.get("lo"), b.get("hi")), "n": b.get("n")})
     grid = [{"y": round(top + plot_h * (1 - g), 2), "text": f"{g:.2g}"} for g in (0.0, 0.25, 0.5, 0.75, 1.0)]
     return {"width": width, "height": height, "bars": bars, "labels": labels, "grid": grid, "left": left,
-            "base": top + plot_h}
+            "base": top + plot_h, "mid_y": top + plot_h / 2,
+            "x_title": "length ratio len(a)/len(b) (characters, binned)",
+            "y_title": "a wins (fraction of pairs)"}
 
 
 def confusion_cells(conf: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
@@ -79,10 +83,11 @@ def render_judge(result: Mapping[str, Any], max_items: int = 300) -> str:
     )
 
 
-def write_judge_report(result: Mapping[str, Any], reports_dir: str = "reports") -> str:
-    """Write ``<reports_dir>/judge-<result['id']>/index.html`` and return its path."""
+def write_judge_report(result: Mapping[str, Any], reports_dir: str | None = None) -> str:
+    """Write ``<reports_dir>/judge-<result['id']>/index.html`` and return its absolute path
+    (``reports_dir`` defaults to :func:`evalkit.env.reports_dir_default`)."""
     rid = str(result.get("id") or "unsaved")
-    out_dir = os.path.join(reports_dir, f"judge-{rid}")
+    out_dir = os.path.join(os.path.abspath(reports_dir or reports_dir_default()), f"judge-{rid}")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "index.html")
     with open(path, "w", encoding="utf-8") as fh:

@@ -4,7 +4,8 @@ Why a manifest file: pages for a run are written at different times by different
 (clusters now, judge / compare / loop later). Each writer calls :func:`add_page_link`; the
 link is kept in ``pages.json`` (so the next full re-render of the index shows it) and patched
 into an existing ``index.html`` between its ``extra-pages`` markers, so no store access or
-re-render is needed. Links are relative to the run folder (``clusters.html``,
+re-render is needed. The markers wrap the whole ``Pages:`` nav, which is left out when there are
+no links (no empty "Pages:" line). Links are relative to the run folder (``clusters.html``,
 ``../compare-<id>/index.html``); re-adding the same href replaces its title/note.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 MANIFEST = "pages.json"
 BEGIN, END = "<!-- extra-pages:begin -->", "<!-- extra-pages:end -->"
+LEGACY_LIST = '<ul id="extra-pages">'
 
 
 def read_page_links(run_dir: str) -> list[dict[str, str]]:
@@ -46,8 +48,9 @@ def add_page_link(run_dir: str, title: str, href: str, note: str = "") -> list[d
         if BEGIN in html and END in html:
             head, rest = html.split(BEGIN, 1)
             _, tail = rest.split(END, 1)
+            legacy = head.endswith(LEGACY_LIST)  # index written before the nav moved inside the markers
             with open(index, "w", encoding="utf-8") as fh:
-                fh.write(head + BEGIN + render_links(links) + END + tail)
+                fh.write(head + BEGIN + (render_links(links) if legacy else render_nav(links)) + END + tail)
     return links
 
 
@@ -58,3 +61,10 @@ def render_links(links: list[dict[str, str]]) -> str:
         + (f" — {escape(link['note'])}" if link.get("note") else "") + "</li>"
         for link in links
     )
+
+
+def render_nav(links: list[dict[str, str]]) -> str:
+    """The index's ``Pages:`` nav with its list, or nothing when there are no links."""
+    if not links:
+        return ""
+    return f'<nav class="pages" id="pages">Pages: <ul id="extra-pages">{render_links(links)}</ul></nav>'

@@ -13,6 +13,7 @@ from typing import Any
 from evalkit.store import RunStore
 
 SIZE, PAD = 260, 34
+X_TITLE, Y_TITLE = "confidence (probability)", "accuracy (fraction correct)"
 
 
 def chart(bins: list[dict[str, float]]) -> dict[str, Any]:
@@ -29,7 +30,8 @@ def chart(bins: list[dict[str, float]]) -> dict[str, Any]:
                      "h": round(acc * SIZE, 2), "cy": round(PAD + (1 - conf) * SIZE, 2), "ch": round(conf * SIZE, 2),
                      "tip": f"confidence {b['lo']:.2f}–{b['hi']:.2f}: n={b['count']} ({b['count'] / total:.0%}), "
                             f"mean confidence {conf:.3f}, accuracy {acc:.3f}"})
-    return {"bars": bars, "size": SIZE, "pad": PAD, "full": SIZE + 2 * PAD, "n": total}
+    return {"bars": bars, "size": SIZE, "pad": PAD, "full": SIZE + 2 * PAD, "n": total,
+            "x_title": X_TITLE, "y_title": Y_TITLE}
 
 
 def entry_reliability(store: RunStore, run_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,8 @@ import os
 from typing import Any
 
 from evalkit.report.jinja_env import environment
-from evalkit.report.links import BEGIN, END, read_page_links, render_links
+from evalkit.env import reports_dir_default
+from evalkit.report.links import BEGIN, END, read_page_links, render_nav
 from evalkit.store import RunStore
 
 
@@ -26,17 +27,18 @@ def entry_metrics(store: RunStore, run_id: str) -> list[dict[str, Any]]:
     return [m for m in store.metrics(run_id) if m["task"] == m["entry"]]
 
 
-def write_summary(store: RunStore, run_id: str, reports_dir: str = "reports", notes: dict[str, str] | None = None) -> str:
-    """Write the run's ``index.html`` (links registered in its ``pages.json`` included); returns its path."""
+def write_summary(store: RunStore, run_id: str, reports_dir: str | None = None, notes: dict[str, str] | None = None) -> str:
+    """Write the run's ``index.html`` (links registered in its ``pages.json`` included); returns its
+    absolute path. ``reports_dir`` defaults to :func:`evalkit.env.reports_dir_default`."""
     from evalkit.report.reliability import entry_reliability
 
     run = store.get_run(run_id)
     metrics = store.metrics(run.run_id)
     summary = [m for m in metrics if m["task"] == m["entry"]]
     details = [m for m in metrics if m["task"] != m["entry"]]
-    out_dir = os.path.join(reports_dir, run.run_id)
+    out_dir = os.path.join(os.path.abspath(reports_dir or reports_dir_default()), run.run_id)
     os.makedirs(out_dir, exist_ok=True)
-    links_html = BEGIN + render_links(read_page_links(out_dir)) + END
+    links_html = BEGIN + render_nav(read_page_links(out_dir)) + END
     html = environment().get_template("summary.html").render(
         run=run, summary=summary, details=details, notes=notes or {}, fmt=fmt,
         reliability=entry_reliability(store, run.run_id), links_html=links_html,
