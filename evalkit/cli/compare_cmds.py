@@ -46,7 +46,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     tax = alignment_tax(comp, args.target) if args.target else None
     result = {"comparison": comp.to_dict(), "tax": tax.to_dict() if tax else None}
     cid = save_comparison(store, comp.run_a, comp.run_b, result)
-    html = write_compare_report(comp, cid, args.reports_dir, tax=tax)
+    html = write_compare_report(comp, cid, args.reports_dir, tax=tax, store=store)
     out = human_out(args.json)
     rows = [r.to_dict() for r in comp.rows]
     table = [

@@ -14,12 +14,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalkit.analysis.paired import PAIRED_PER_DOC as PER_DOC
+from evalkit.analysis.paired import Flips, flipped_items
+from evalkit.analysis.tax import DEFAULT_PRIMARY
 from evalkit.env import reports_dir_default
 from evalkit.report.jinja_env import environment
 from evalkit.report.summary import fmt
 
 LABEL_W, PLOT_W, VALUE_W, ROW_H = 300, 420, 170, 18
 PAIRING_W = 250  # extra value-column width when a row names its pairing
+PREVIEW_CHARS = 160  # a flipped item's input shown before its <details> expand
 
 
 def _as_dict(obj: Any) -> dict[str, Any] | None:
@@ -96,27 +99,57 @@ def kl_histogram(kl: Mapping[str, Any], n_bins: int = 20, width: int = 640, heig
             "x_title": "per-token KL(policy ‖ reference) (nats)", "y_title": "count (tokens)"}
 
 
-def render_compare(comparison: Any, report_id: str, tax: Any = None, kl: Any = None) -> str:
+def entry_primary_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Each entry's primary compared row: the entry-level row of its default primary metric
+    (:data:`evalkit.analysis.tax.DEFAULT_PRIMARY`), else its first entry-level row."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for entry in sorted({r["entry"] for r in rows}):
+        mine = [r for r in rows if r["entry"] == entry]
+        top = [r for r in mine if r["task"] == entry] or mine
+        want = DEFAULT_PRIMARY.get(entry)
+        out[entry] = next((r for r in top if r["metric"] == want), None) or sorted(top, key=lambda r: r["metric"])[0]
+    return out
+
+
+def entry_flips(comparison: Any, store: Any, cap: int | None = None) -> list[Flips]:
+    """The flipped documents of every compared entry on its primary metric (reads both runs' samples)."""
+    comp = _as_dict(comparison) or {}
+    primary = entry_primary_rows(comp.get("rows") or [])
+    if not primary:
+        return []
+    samples_a, samples_b = store.samples(comp["run_a"]), store.samples(comp["run_b"])
+    kw = {} if cap is None else {"cap": cap}
+    return [flipped_items(samples_a, samples_b, entry, metric=row["metric"], **kw) for entry, row in primary.items()]
+
+
+def render_compare(comparison: Any, report_id: str, tax: Any = None, kl: Any = None, flips: Sequence[Flips] | None = None) -> str:
     comp = _as_dict(comparison) or {}
     rows = comp.get("rows") or []
     ordered = sorted(rows, key=lambda r: (r["entry"], r["task"] != r["entry"], r["task"], r["metric"]))
     kl_d = _as_dict(kl)
+    primary = entry_primary_rows(ordered)
+    flip_sections = [{"f": f, "row": primary.get(f.entry)} for f in flips or []]
     return environment().get_template("compare.html").render(
         id=report_id, c=comp, rows=ordered, chart=delta_chart(ordered) if ordered else None,
         tax=_as_dict(tax), kl=kl_d, hist=kl_histogram(kl_d) if kl_d else None, fmt=fmt,
+        flips=flip_sections, preview=PREVIEW_CHARS,
     )
 
 
-def write_compare_report(comparison: Any, report_id: str, reports_dir: str | None = None, tax: Any = None, kl: Any = None) -> str:
+def write_compare_report(comparison: Any, report_id: str, reports_dir: str | None = None, tax: Any = None, kl: Any = None,
+                         store: Any = None) -> str:
     """Write ``<reports_dir>/compare-<report_id>/index.html`` and return its absolute path
     (``reports_dir`` defaults to :func:`evalkit.env.reports_dir_default`).
 
     ``comparison``/``tax``/``kl`` are :class:`~evalkit.analysis.paired.Comparison`,
     :class:`~evalkit.analysis.tax.AlignmentTax`, :class:`~evalkit.analysis.kl.KLResult` or their
     ``to_dict()`` forms (a stored KL row from :func:`evalkit.store.analyses.get_kl` works too).
-    ``comparison=None`` with a ``kl`` writes a KL-only page.
+    ``comparison=None`` with a ``kl`` writes a KL-only page. With the ``store`` the runs are in,
+    each entry also gets its flipped documents (:func:`entry_flips`): right→wrong and
+    wrong→right on its primary metric, both models' outputs side by side.
     """
-    html = render_compare(comparison, report_id, tax=tax, kl=kl)
+    flips = entry_flips(comparison, store) if store is not None and comparison is not None else None
+    html = render_compare(comparison, report_id, tax=tax, kl=kl, flips=flips)
     out_dir = os.path.join(os.path.abspath(reports_dir or reports_dir_default()), f"compare-{report_id}")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "index.html")

@@ -15,7 +15,8 @@ samples by ``(task, doc_id)``:
 
 One concept per module: :mod:`.values` (per-sample values and their alignment),
 :mod:`.significance` (the paired tests), :mod:`.drift` (calibration drift) and :mod:`.compare`
-(:func:`compare_runs`, :class:`Comparison`, :class:`MetricDelta`). The resampling itself is
+(:func:`compare_runs`, :class:`Comparison`, :class:`MetricDelta`) and :mod:`.flips` (the
+documents behind a delta: :func:`flipped_items`). The resampling itself is
 :mod:`evalkit.analysis.bootstrap`. Everything is importable from here, as it was when this was
 one module: trainloop and the CLI import ``from evalkit.analysis.paired``.
 """
@@ -32,6 +33,7 @@ from evalkit.analysis.paired.compare import (
     metric_values,
 )
 from evalkit.analysis.paired.drift import CalibrationDelta, calibration_delta
+from evalkit.analysis.paired.flips import FlipItem, Flips, flipped_items
 from evalkit.analysis.paired.significance import (
     ALPHA,
     binom_two_sided,
@@ -54,8 +56,8 @@ from evalkit.analysis.paired.values import (
 
 __all__ = [
     "ALPHA", "CALIBRATION_METRICS", "PAIRED_PER_CLUSTER", "PAIRED_PER_DOC", "CalibrationDelta", "Comparison",
-    "Key", "MetricDelta", "align", "align_clusters", "binom_two_sided", "bootstrap_indices", "bootstrap_mean_ci",
-    "calibration_delta", "cluster_items", "compare_runs", "discordant", "excludes_zero", "is_binary",
+    "FlipItem", "Flips", "Key", "MetricDelta", "align", "align_clusters", "binom_two_sided", "bootstrap_indices", "bootstrap_mean_ci",
+    "calibration_delta", "cluster_items", "compare_runs", "discordant", "excludes_zero", "flipped_items", "is_binary",
     "is_clustered", "mcnemar_exact", "metric_delta", "metric_values", "paired_bootstrap",
     "paired_ratio_bootstrap", "per_sample_value", "percentile_ci", "ratio_contributions",
 ]
