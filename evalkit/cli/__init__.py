@@ -27,7 +27,7 @@ from evalkit.registry import COMMANDS  # noqa: E402
 
 #: Built-in command modules, in the order ``evalkit --help`` lists them.
 BUILTIN = ("evalkit.cli.eval_cmd", "evalkit.cli.store_cmds", "evalkit.cli.compare_cmds", "evalkit.cli.judge_cmd",
-           "evalkit.cli.analysis_cmds", "evalkit.cli.score_cmd")
+           "evalkit.cli.analysis_cmds", "evalkit.cli.score_cmd", "evalkit.cli.history_cmd")
 
 
 def _broken_plugin(name: str, why: str) -> Callable[[argparse.Namespace], int]:

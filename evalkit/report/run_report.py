@@ -2,6 +2,7 @@
 
   index.html      summary and per-task metrics with stderr, reliability diagrams, page links
   clusters.html   failure clusters: 2-D map, sortable table, central failing examples
+  samples.html    sample browser: every sample with filters and search (report/samples_page.py)
   pages.json      the index's extra page links (other pages register with ``links.add_page_link``)
 
 plotly's bundle is written once per reports folder, ``<reports_dir>/_assets/plotly.min.js``, and
@@ -23,6 +24,7 @@ from evalkit.env import reports_dir_default
 from evalkit.errors import EvalkitError
 from evalkit.report.clusters_page import write_clusters_page
 from evalkit.report.links import add_page_link
+from evalkit.report.samples_page import write_samples_page
 from evalkit.report.summary import write_summary
 from evalkit.store import RunStore
 
@@ -38,7 +40,7 @@ def write_run_report(
     clusters: ClusterResult | None = None,
     notes: dict[str, str] | None = None,
 ) -> str:
-    """Write ``<reports_dir>/<run_id>/`` (index + clusters page) and return the index path."""
+    """Write ``<reports_dir>/<run_id>/`` (index + clusters and samples pages) and return the index path."""
     reports_dir = os.path.abspath(reports_dir or reports_dir_default())
     run = store.get_run(run_ref)
     out_dir = os.path.join(reports_dir, run.run_id)
@@ -56,4 +58,5 @@ def write_run_report(
     note = (f"{len(result.clusters)} clusters of {result.n_samples} samples ({result.n_failures} failing)"
             if result is not None else "no clusters")
     add_page_link(out_dir, "Failure clusters", "clusters.html", note)
+    write_samples_page(store, run.run_id, out_dir, clustering_id=result.clustering_id if result is not None else None)
     return write_summary(store, run.run_id, reports_dir, notes)
