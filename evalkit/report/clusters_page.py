@@ -1,6 +1,8 @@
-"""The failure-cluster page (``reports/<run_id>/clusters.html``): a 2-D map coloured by
-cluster, a sortable cluster table (label, size, error rate, lift) and each cluster's most
-central failing examples with prompt, response and expected answer.
+"""The failure-cluster page (``reports/<run_id>/clusters.html``): the verdict (does any
+error-aware slice beat the plain metadata split?), a 2-D map coloured by cluster, a sortable
+slice table (c-TF-IDF terms, size, error rate, lift with its 95% CI, beats-metadata), the
+metadata split's groups for comparison, and per slice its typical member and its most central
+failing examples with prompt, response and expected answer.
 
 Why plotly from one shared file: the map needs pan/zoom/hover over thousands of points, and the
 page must open from disk with no network ('cdn' breaks offline). ``plotly.min.js`` (4.8 MB) is
@@ -83,7 +85,7 @@ def map_layout() -> dict[str, Any]:
 def page_context(store: RunStore, run: RunRow, result: ClusterResult | None) -> dict[str, Any]:
     """Everything the template shows, as plain JSON-able data."""
     if result is None:
-        return {"clusters": [], "traces": [], "n_points": 0, "layout": map_layout()}
+        return {"clusters": [], "traces": [], "n_points": 0, "layout": map_layout(), "baseline": {}}
     items: dict[tuple[str, str, int], Item] = {}
     for s in store.samples(run.run_id):
         it = build_item(s)
@@ -105,6 +107,8 @@ def page_context(store: RunStore, run: RunRow, result: ClusterResult | None) -> 
             "tasks": ", ".join(f"{t} {n}" for t, n in list(c.task_mix.items())[:4]) + (" …" if len(c.task_mix) > 4 else ""),
             "task_mix": c.task_mix, "tag_mix": c.tag_mix, "terms": c.terms, "examples": examples,
             "top_tags": ", ".join(f"{t} {v['failed']}/{v['n']}" for t, v in list(c.tag_mix.items())[:3]),
+            "lift_ci": c.lift_ci, "error_ci": c.error_ci, "beats": c.beats_metadata,
+            "term_list": ", ".join(t for t, _ in c.terms[:6]), "typical": _typical(c.typical, items),
         })
     traces = []
     for c in ordered:
@@ -120,7 +124,16 @@ def page_context(store: RunStore, run: RunRow, result: ClusterResult | None) -> 
             "marker": {"color": colour[c.cluster_id], "size": 8, "opacity": 0.8,
                        "symbol": ["x" if m.failed else "circle" for m in pts]},
         })
-    return {"clusters": clusters, "traces": traces, "n_points": len(result.members), "layout": map_layout()}
+    return {"clusters": clusters, "traces": traces, "n_points": len(result.members), "layout": map_layout(),
+            "baseline": result.extra or {}}
+
+
+def _typical(t: dict[str, Any] | None, items: dict[tuple[str, str, int], Item]) -> dict[str, Any] | None:
+    """The typical member as shown: its embedded (error-describing) text, and what it was asked."""
+    if not t:
+        return None
+    it = items.get((t["entry"], t["task"], int(t["doc_id"])))
+    return {**t, "text": it.text if it else t.get("text", ""), "prompt": _cut(it.instruction, 600) if it else ""}
 
 
 def write_clusters_page(store: RunStore, run: RunRow, result: ClusterResult | None, out_dir: str,

@@ -65,12 +65,21 @@ TABLES = (
 )
 
 CLUSTER_JSON = ("terms", "task_mix", "tag_mix", "examples")
+# Columns added after the first release (nullable; rows stored before them read back without them):
+# clusters.stats_json = per-slice error_ci / lift_ci / beats_metadata / typical;
+# clusterings.extra_json = the metadata-baseline comparison.
+ADDED = (("clusters", "stats_json"), ("clusterings", "extra_json"))
+STATS = ("error_ci", "lift_ci", "beats_metadata", "typical")
 
 
 def ensure_tables(store: RunStore) -> None:
     with store.transaction() as db:
         for sql in TABLES:
             db.execute(sql)
+        for table, col in ADDED:
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
+            if col not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {col} TEXT")
 
 
 def save_clustering(store: RunStore, header: dict[str, Any], clusters: list[dict[str, Any]],
@@ -81,17 +90,18 @@ def save_clustering(store: RunStore, header: dict[str, Any], clusters: list[dict
     with store.transaction() as db:
         db.execute(
             "INSERT INTO clusterings(id, run_id, created_at, seed, method, tasks_json, params_json, stability,"
-            " stability_json, n_samples, n_failures, timings_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " stability_json, n_samples, n_failures, timings_json, extra_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (cid, header["run_id"], time.time(), int(header["seed"]), header["method"], dumps(header.get("tasks")),
              dumps(header.get("params") or {}), header.get("stability"), dumps(header.get("stability_pairs") or []),
-             int(header["n_samples"]), int(header["n_failures"]), dumps(header.get("timings") or {})),
+             int(header["n_samples"]), int(header["n_failures"]), dumps(header.get("timings") or {}),
+             dumps(header.get("extra") or {})),
         )
         db.executemany(
             "INSERT INTO clusters(clustering_id, cluster_id, label, terms_json, size, failures, error_rate, base_rate,"
-            " lift, task_mix_json, tag_mix_json, examples_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " lift, task_mix_json, tag_mix_json, examples_json, stats_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(cid, int(c["cluster_id"]), c["label"], dumps(c["terms"]), int(c["size"]), int(c["failures"]),
               float(c["error_rate"]), float(c["base_rate"]), finite_or_none(c.get("lift")), dumps(c["task_mix"]),
-              dumps(c["tag_mix"]), dumps(c["examples"])) for c in clusters],
+              dumps(c["tag_mix"]), dumps(c["examples"]), dumps({k: c.get(k) for k in STATS})) for c in clusters],
         )
         db.executemany(
             "INSERT INTO cluster_members(clustering_id, run_id, entry, task, doc_id, cluster_id, failed, x, y, distance)"
@@ -123,11 +133,13 @@ def load_clustering(store: RunStore, run_id: str | None = None, clustering_id: s
         header[col] = json.loads(header.pop(col + "_json"))
     header["stability_pairs"] = json.loads(header.pop("stability_json"))
     header["clustering_id"] = header.pop("id")
+    header["extra"] = json.loads(header.pop("extra_json", None) or "{}")
     clusters = []
     for row in cl:
         d = dict(row)
         for col in CLUSTER_JSON:
             d[col] = json.loads(d.pop(col + "_json"))
+        d.update(json.loads(d.pop("stats_json", None) or "{}"))
         clusters.append(d)
     members = [{**dict(r), "failed": bool(r["failed"])} for r in mem]
     return header, clusters, members

@@ -7,6 +7,12 @@ in one cluster and rare elsewhere win; words every cluster has (and our text sca
 do not. One change from BERTopic: a term counts once per document (binary counts), because a
 small model's degenerate responses repeat one phrase hundreds of times and would otherwise
 name the cluster after a single sample's loop.
+
+What is counted: each cluster's FAILURE texts (texts.py's error descriptions: the wrong and the
+right answer, the failed instruction ids and the failing output) against all clusters' failure
+texts, so the terms name what goes wrong in the slice; a cluster without failures falls back to
+all its members' texts (``class_docs``). The typical example shown with the terms is the member
+closest to the centroid (``typical_member``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import numpy as np
 # The scaffolding words texts.py writes around every sample: they describe the format, not the slice.
 SCAFFOLD = frozenset(
     "ifeval instructions prompt response gsm8k math word problem gold answer extracted strict match "
-    "flexible extract mmlu question choices chosen expected none".split()
+    "flexible extract mmlu question choices chosen expected none model answered correct correctly wrong "
+    "right failed followed kept output final target tail vs".split()
 )
 TOKEN = r"(?u)\b[^\W\d_][\w]+\b"  # words (underscores kept: IFEval ids like no_comma); no bare numbers
 
@@ -53,6 +60,21 @@ def ctfidf(docs_by_class: Mapping[int, Sequence[str]], top_n: int = 8) -> dict[i
         order = sorted(np.nonzero(weights[row])[0], key=lambda j: (-weights[row, j], terms[j]))
         out[c] = [(str(terms[j]), round(float(weights[row, j]), 4)) for j in order[:top_n]]
     return out
+
+
+def class_docs(texts: Sequence[str], failed: Sequence[bool], labels: Sequence[int]) -> dict[int, list[str]]:
+    """Per cluster the texts c-TF-IDF counts: its failures' texts, or all its texts when none failed."""
+    out: dict[int, list[str]] = {}
+    for c in sorted(set(int(x) for x in labels)):
+        mine = [i for i, x in enumerate(labels) if int(x) == c]
+        out[c] = [texts[i] for i in mine if failed[i]] or [texts[i] for i in mine]
+    return out
+
+
+def typical_member(members: Sequence[int], dist: Sequence[float], failed: Sequence[bool]) -> int | None:
+    """The member closest to the centroid, preferring a failing one (the slice is about failures)."""
+    pool = [i for i in members if failed[i]] or list(members)
+    return min(pool, key=lambda i: (dist[i], i)) if pool else None
 
 
 def label_for(terms: Sequence[tuple[str, float]], task_mix: Mapping[str, int], n_terms: int = 4) -> str:

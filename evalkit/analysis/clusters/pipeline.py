@@ -16,10 +16,11 @@ import numpy as np
 
 from evalkit.analysis.clusters.cluster import MIN_POINTS, by_group, centroid_distances, partition, stability
 from evalkit.analysis.clusters.embed import Embedder, load_minilm, minilm_embed
-from evalkit.analysis.clusters.label import ctfidf, label_for
+from evalkit.analysis.clusters.label import class_docs, ctfidf, label_for, typical_member
 from evalkit.analysis.clusters import reduce
 from evalkit.analysis.clusters.reduce import Timer, knn_graph, pca, umap_fit, warm_up
 from evalkit.analysis.clusters.result import Cluster, ClusterResult, Member
+from evalkit.analysis.clusters.stats import ITERS, compare_to_metadata
 from evalkit.analysis.clusters.texts import Item, build_items, family_of
 from evalkit.errors import EvalkitError
 from evalkit.store import RunStore
@@ -71,6 +72,11 @@ def cluster_run(
     # after the model loads: imports hold the GIL and would only take turns with the compiler.)
     jit = threading.Thread(target=warm_up, daemon=True) if len(items) >= MIN_POINTS and not reduce.is_warm() else None
     if jit is not None:
+        # import umap (and with it sklearn) here, not in the thread: two threads importing sklearn at
+        # once can see a partially initialised module ("cannot import name ... from partially
+        # initialized module"), which the embedder's own sklearn import hit intermittently
+        import umap  # noqa: F401
+
         jit.start()
     X = np.asarray((embedder or minilm_embed)([it.text for it in items]), dtype=np.float32)
     t = timer.add("embed", t)
@@ -112,6 +118,8 @@ def cluster_run(
         xy = pca(X, 2)
     clusters, members = summarise(items, labels, dist, xy, n_examples)
     t = timer.add("labels", t)
+    extra = compare_to_metadata(items, labels, clusters, iters=ITERS, seed=seed)
+    t = timer.add("lift_ci", t)
     method = "+".join(sorted(set(methods.values())))
     result = ClusterResult(
         run_id=run.run_id, seed=seed, tasks=list(tasks) if tasks else None, method=method,
@@ -120,7 +128,7 @@ def cluster_run(
                 "stability_seeds": len(seeds), "skipped": skipped},
         stability=None if stab is None else round(stab, 4), stability_pairs=pairs, n_samples=len(items),
         n_failures=sum(it.failed for it in items), timings=timer.seconds, clusters=clusters, members=members,
-        skipped=skipped,
+        skipped=skipped, extra=extra,
     )
     result.timings["total"] = round(sum(result.timings.values()), 3)
     if jit is not None and reduce.jit_seconds is not None:  # overlapped with embedding, not in total
@@ -185,7 +193,7 @@ def summarise(items: list[Item], labels: np.ndarray, dist: np.ndarray, xy: np.nd
     entries = np.array([it.entry for it in items])
     base = {e: float(failed[entries == e].mean()) for e in sorted(set(entries.tolist()))}
     ids = sorted(set(labels.tolist()), key=lambda c: (c < 0, abs(c)))
-    terms = ctfidf({c: [items[i].label_text or items[i].text for i in np.nonzero(labels == c)[0]] for c in ids})
+    terms = ctfidf(class_docs([it.label_text or it.text for it in items], failed.tolist(), labels.tolist()))
     clusters = []
     for c in ids:
         idx = np.nonzero(labels == c)[0]
@@ -202,6 +210,9 @@ def summarise(items: list[Item], labels: np.ndarray, dist: np.ndarray, xy: np.nd
                 slot["failed"] += int(bool(items[i].failed if tag_failed is None else tag_failed))
         central = sorted((i for i in idx if failed[i]), key=lambda i: (dist[i], i))[:n_examples]
         label = label_for(terms[c], entry_mix)
+        ti = typical_member(idx.tolist(), dist, failed)
+        typical = None if ti is None else {"entry": items[ti].entry, "task": items[ti].task, "doc_id": items[ti].doc_id,
+                                           "failed": bool(failed[ti]), "text": items[ti].text[:400]}
         clusters.append(Cluster(
             cluster_id=int(c), label=("outliers · " + label) if c < 0 else label, terms=terms[c], size=size,
             failures=fails, error_rate=round(rate, 6), base_rate=round(base_rate, 6),
@@ -209,6 +220,7 @@ def summarise(items: list[Item], labels: np.ndarray, dist: np.ndarray, xy: np.nd
             tag_mix=dict(sorted(tag_mix.items(), key=lambda kv: (-kv[1]["n"], kv[0]))),
             examples=[{"entry": items[i].entry, "task": items[i].task, "doc_id": items[i].doc_id,
                        "distance": round(float(dist[i]), 4)} for i in central],
+            typical=typical,
         ))
     members = [Member(it.entry, it.task, it.doc_id, int(labels[i]), bool(it.failed), round(float(xy[i, 0]), 5),
                       round(float(xy[i, 1]), 5), round(float(dist[i]), 5)) for i, it in enumerate(items)]
@@ -218,4 +230,4 @@ def summarise(items: list[Item], labels: np.ndarray, dist: np.ndarray, xy: np.nd
 def _header(r: ClusterResult) -> dict[str, Any]:
     return {"run_id": r.run_id, "seed": r.seed, "tasks": r.tasks, "method": r.method, "params": r.params,
             "stability": r.stability, "stability_pairs": r.stability_pairs, "n_samples": r.n_samples,
-            "n_failures": r.n_failures, "timings": r.timings}
+            "n_failures": r.n_failures, "timings": r.timings, "extra": r.extra}

@@ -19,6 +19,11 @@ class Cluster:
     task_mix: dict[str, int]              # task (e.g. mmlu_astronomy) -> members
     tag_mix: dict[str, dict[str, int]]    # IFEval instruction id -> {"n": members with it, "failed": of those failing it}
     examples: list[dict[str, Any]]        # most central failing members: entry, task, doc_id, distance
+    # error-aware slice statistics (absent from clusterings stored before they existed: None)
+    error_ci: list[float] | None = None   # Wilson 95% CI of error_rate
+    lift_ci: list[float] | None = None    # percentile-bootstrap 95% CI of lift (stats.lift_table)
+    beats_metadata: bool | None = None    # lift CI lower bound > best metadata group's lift (stats)
+    typical: dict[str, Any] | None = None  # the member closest to the centroid: entry, task, doc_id, failed, text
 
     @property
     def is_outliers(self) -> bool:
@@ -53,7 +58,12 @@ class ClusterResult:
     members: list[Member]
     clustering_id: str | None = None
     skipped: int = 0                      # samples without a pass/fail metric
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # stats.compare_to_metadata's baseline comparison
+
+    @property
+    def no_slice_beats_metadata(self) -> bool | None:
+        """True when no slice beats the plain metadata split (None: not computed, older result)."""
+        return self.extra.get("no_slice_beats_metadata") if self.extra else None
 
     def cluster(self, cluster_id: int) -> Cluster:
         return next(c for c in self.clusters if c.cluster_id == cluster_id)
@@ -77,7 +87,8 @@ class ClusterResult:
             params=header.get("params") or {}, stability=header.get("stability"),
             stability_pairs=list(header.get("stability_pairs") or []), n_samples=int(header["n_samples"]),
             n_failures=int(header["n_failures"]), timings=header.get("timings") or {},
-            clusters=[Cluster(**{k: c[k] for k in Cluster.__dataclass_fields__}) for c in clusters],
+            clusters=[Cluster(**{k: c[k] for k in Cluster.__dataclass_fields__ if k in c}) for c in clusters],
             members=[Member(**{k: m[k] for k in Member.__dataclass_fields__}) for m in members],
             clustering_id=header.get("clustering_id"), skipped=int((header.get("params") or {}).get("skipped", 0)),
+            extra=header.get("extra") or {},
         )

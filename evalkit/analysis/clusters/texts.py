@@ -1,16 +1,19 @@
 """Turn stored samples into the items failure clustering works on.
 
-Why task-aware texts: a raw few-shot prompt is mostly shared boilerplate (the same five
-examples for every GSM8K question), so embedding it would cluster by prompt template, not by
-what went wrong. Each text therefore leads with what distinguishes the sample — the
-instruction ids of an IFEval prompt, the MMLU subject, question and chosen/gold letters, the
-GSM8K question with gold and extracted answers — then the response. Two texts per sample:
-a compact one to embed (about 60 word pieces: MiniLM's cost grows with length — ~8k word
-pieces/s on 2 CPU cores in bf16 — and 5,000 samples must cluster in under a minute) and a
-fuller one for the c-TF-IDF labels (counting words is cheap).
+Why error-aware texts: clusters must tell the user something the task's own metadata does not.
+Embedding the question alone clusters MMLU by subject (the topic dominates the vector), which
+the subject split already says. So a FAILED sample's text describes what went wrong, led by
+the error itself: MMLU "model answered: <choice text>; correct: <choice text>" then the
+question; GSM8K the model's final answer against the target, then the question's tail; IFEval
+the instruction ids that failed, then the head of the failing output. A PASSING sample keeps a
+neutral text of the same shape (the correct answer / the instructions followed), because error
+rates need the successes in the same space. The subject is left out of MMLU texts on purpose.
 
-Why failures *and* successes: a slice is interesting where its error rate is high compared
-with its task's overall rate (Domino), which needs both.
+Two texts per sample: a compact one to embed (about 60 word pieces: MiniLM's cost grows with
+length — ~8k word pieces/s on 2 CPU cores in bf16 — and 5,000 samples must cluster in under a
+minute) and a fuller one for the c-TF-IDF labels (counting words is cheap). ``groups`` is the
+sample's plain metadata split (MMLU subject, IFEval instruction types such as change_case, a task inside a group
+entry; none for GSM8K) that slices are compared against (``stats.compare_to_metadata``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Item:
     expected: str
     tags: dict[str, bool | None] = field(default_factory=dict)  # IFEval instruction id -> failed? (None: unknown)
     label_text: str = ""          # what c-TF-IDF counts (fuller); empty = ``text``
+    groups: list[str] = field(default_factory=list)  # the metadata split's groups (subject, instruction ids)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -91,11 +95,11 @@ def build_item(sample: dict[str, Any]) -> Item | None:
         return None
     failed = is_failure(metrics[metric])
     build = {"ifeval": _ifeval, "gsm8k": _gsm8k, "mmlu": _mmlu}.get(family, _generic)
-    head, body, tail, instruction, response, expected, tags = build(sample)
-    text = f"{head}\n{_cut(body, EMBED_BODY)}\n{_cut(tail, EMBED_TAIL)}"
-    label_text = f"{head}\n{_cut(body, LABEL_BODY)}\n{_cut(tail, LABEL_TAIL)}"
+    head, body, tail, instruction, response, expected, tags, groups = build(sample, failed)
+    text = "\n".join(p for p in (head, _cut(body, EMBED_BODY), _cut(tail, EMBED_TAIL)) if p)
+    label_text = "\n".join(p for p in (head, _cut(body, LABEL_BODY), _cut(tail, LABEL_TAIL)) if p)
     return Item(sample["entry"], sample["task"], int(sample["doc_id"]), family, metric, failed,
-                text, instruction, response, expected, tags, label_text)
+                text, instruction, response, expected, tags, label_text, groups)
 
 
 def build_items(samples: list[dict[str, Any]]) -> tuple[list[Item], int]:
@@ -105,12 +109,13 @@ def build_items(samples: list[dict[str, Any]]) -> tuple[list[Item], int]:
 
 
 # ----------------------------------------------------------------- per family
-# Each returns (head, body, tail, instruction, response, expected, tags): head is short and always
-# embedded whole; body (the question/prompt) and tail (the response) are cut to the budgets above.
-Parts = tuple[str, str, str, str, str, str, dict[str, "bool | None"]]
+# Each takes (sample, failed) and returns (head, body, tail, instruction, response, expected, tags,
+# groups): head is short and always embedded whole (for a failure: the error itself); body and
+# tail are cut to the budgets above; groups = the metadata split's groups for the baseline.
+Parts = tuple[str, str, str, str, str, str, dict[str, "bool | None"], list[str]]
 
 
-def _ifeval(s: dict[str, Any]) -> Parts:
+def _ifeval(s: dict[str, Any], failed: bool) -> Parts:
     doc = s.get("doc") or {}
     ids = [str(i) for i in doc.get("instruction_id_list") or []]
     per_inst = (s.get("metrics") or {}).get("inst_level_strict_acc")
@@ -120,11 +125,17 @@ def _ifeval(s: dict[str, Any]) -> Parts:
         tags[inst] = None if ok is None else not bool(ok)
     prompt = str(doc.get("prompt") or s.get("prompt") or "")
     response = _response(s)
-    head = f"ifeval instructions: {', '.join(ids)}"
-    return head, f"prompt: {prompt}", f"response: {response}", prompt, response, "follow: " + ", ".join(ids), tags
+    if failed:
+        broke = [i for i, f in tags.items() if f] or ids  # per-instruction results unknown: all of them
+        kept = [i for i in ids if i not in broke]
+        head = f"ifeval failed instructions: {', '.join(broke)}" + (f"; kept: {', '.join(kept)}" if kept else "")
+    else:
+        head = f"ifeval followed instructions: {', '.join(ids)}"
+    types = list(dict.fromkeys(i.split(":")[0] for i in ids))  # instruction type: change_case, length_constraints ...
+    return head, f"output: {response}", "", prompt, response, "follow: " + ", ".join(ids), tags, types
 
 
-def _gsm8k(s: dict[str, Any]) -> Parts:
+def _gsm8k(s: dict[str, Any], failed: bool) -> Parts:
     doc = s.get("doc") or {}
     question = str(doc.get("question") or _last_question(s.get("prompt") or ""))
     answer = str(doc.get("answer") or s.get("target") or "")
@@ -134,12 +145,13 @@ def _gsm8k(s: dict[str, Any]) -> Parts:
     values = list(dict.fromkeys(str(v) for v in extracted.values()))
     got = values[0] if len(values) == 1 else (", ".join(f"{k} {v!s}" for k, v in extracted.items()) or "none")
     response = _response(s)
-    head = f"gsm8k gold answer: {gold}; extracted: {got}"
-    return head, f"math word problem: {question}", f"response: {response}", question, response, \
-        f"{gold}  (extracted: {got})\n\n{answer}", {}
+    head = f"gsm8k wrong final answer: model {got} vs target {gold}" if failed else f"gsm8k correct final answer: {gold}"
+    tail_q = question if len(question) <= EMBED_BODY else "…" + question[-(EMBED_BODY - 1):]
+    return head, f"question tail: {tail_q}", f"response: {response}" if failed else "", question, response, \
+        f"{gold}  (extracted: {got})\n\n{answer}", {}, []
 
 
-def _mmlu(s: dict[str, Any]) -> Parts:
+def _mmlu(s: dict[str, Any], failed: bool) -> Parts:
     doc = s.get("doc") or {}
     question = str(doc.get("question") or _last_question(s.get("prompt") or ""))
     choices = [str(c) for c in doc.get("choices") or []]
@@ -151,17 +163,20 @@ def _mmlu(s: dict[str, Any]) -> Parts:
     listed = " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices[: len(LETTERS)]))
     chosen_txt = f"{letter(chosen)}. {choices[chosen]}" if chosen is not None and chosen < len(choices) else letter(chosen)
     gold_txt = f"{letter(gold)}. {choices[gold]}" if gold is not None and 0 <= gold < len(choices) else letter(gold)
-    head = f"mmlu {subject.replace('_', ' ')}: chosen {letter(chosen)} gold {letter(gold)}"
-    return head, f"question: {question}", f"choices: {listed}", f"{question}\n\n{listed}", f"chose {chosen_txt}", gold_txt, {}
+    # the subject stays out of the text: the subject split is the baseline the slices must beat
+    head = (f"mmlu model answered: {_cut(chosen_txt, 60)}; correct: {_cut(gold_txt, 60)}" if failed
+            else f"mmlu answered correctly: {_cut(gold_txt, 60)}")
+    return head, f"question: {question}", "", f"{question}\n\n{listed}", f"chose {chosen_txt}", gold_txt, {}, [subject]
 
 
-def _generic(s: dict[str, Any]) -> Parts:
+def _generic(s: dict[str, Any], failed: bool) -> Parts:
     prompt = str(s.get("prompt") or "")
     response = _response(s)
     expected = str(s.get("target") or "")
     tail = prompt[-LABEL_BODY:]  # the end of a few-shot prompt is the sample's own question
-    return (f"{s['task']} expected: {_cut(expected, 80)}", f"prompt: {tail}", f"response: {response}",
-            prompt, response, expected, {})
+    head = f"{s['task']} wrong: expected {_cut(expected, 80)}" if failed else f"{s['task']} right: {_cut(expected, 80)}"
+    groups = [str(s["task"])] if s["task"] != s["entry"] else []
+    return head, f"prompt: {tail}", f"response: {response}", prompt, response, expected, {}, groups
 
 
 # -------------------------------------------------------------------- helpers
