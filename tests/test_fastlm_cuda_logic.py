@@ -153,23 +153,11 @@ def test_sliding_window_models_keep_the_cpu_decoder() -> None:
 @pytest.fixture(scope="module")
 def trio():
     from lm_eval.models.huggingface import HFLM
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from evalkit.models.fastlm import FastLM
-    from evalkit.models.loader import resolve_weights
-    from evalkit.models.spec import parse_model
+    from tests.tiny_llama import sharp_llama_with_smollm_vocab
 
-    tok = AutoTokenizer.from_pretrained(resolve_weights(parse_model("smollm2-135m")).source)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).to(torch.float32).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(8.0 if p.dim() > 1 else 1.0)
+    model, tok = sharp_llama_with_smollm_vocab()
     stock = HFLM(pretrained=model, tokenizer=tok, batch_size=3)
     fast = FastLM(pretrained=model, tokenizer=tok, batch_size=3, gen_batch=2, max_rows=3, min_prefix=16)
     static = FastLM(pretrained=model, tokenizer=tok, batch_size=3, gen_batch=4, max_rows=3, min_prefix=16,

@@ -149,11 +149,7 @@ class InspectEngine:
         finally:
             model_api.expect_requests(inspect_model, 0)
         log = logs[0]
-        if log.status == "cancelled":
-            raise KeyboardInterrupt(f"inspect eval of entry '{entry.name}' was cancelled")
-        if log.status != "success":
-            message = log.error.message if log.error else log.status
-            raise RuntimeError(f"entry '{entry.name}': inspect eval {log.status}: {message} (log: {log.location})")
+        _require_success(log, entry.name)
         samples = results.sample_rows(log, entry.task, SCORER_NAME, cfg["ks"], load_problems())
         metrics = results.metric_rows(entry.name, samples, cfg["ks"])
         extra = {
@@ -191,11 +187,7 @@ class InspectEngine:
             **custom.generate_args(cfg),
         )
         log = logs[0]
-        if log.status == "cancelled":
-            raise KeyboardInterrupt(f"inspect eval of entry '{entry.name}' was cancelled")
-        if log.status != "success":
-            message = log.error.message if log.error else log.status
-            raise RuntimeError(f"entry '{entry.name}': inspect eval {log.status}: {message} (log: {log.location})")
+        _require_success(log, entry.name)
         samples = custom.sample_rows(log, entry.task)
         metrics = custom.metric_rows(entry.name, log, len(samples))
         extra = {"inspect_log": log.location, "inspect_metrics": results.inspect_metrics(log), "model": str(inspect_model)}
@@ -218,3 +210,12 @@ def _cache_reads(log: Any) -> int:
 
 
 ENGINE = register_engine(InspectEngine())
+
+
+def _require_success(log: Any, entry_name: str) -> None:
+    """A cancelled inspect eval is an interrupt (the run stays resumable); any other failure names its log."""
+    if log.status == "cancelled":
+        raise KeyboardInterrupt(f"inspect eval of entry '{entry_name}' was cancelled")
+    if log.status != "success":
+        message = log.error.message if log.error else log.status
+        raise RuntimeError(f"entry '{entry_name}': inspect eval {log.status}: {message} (log: {log.location})")
